@@ -1,0 +1,6 @@
+//! The `daemonhost` binary.
+#![forbid(unsafe_code)]
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

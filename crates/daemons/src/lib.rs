@@ -1,0 +1,2 @@
+//! The daemons daemonhost hosts.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The in-process daemon runtime. It knows no application daemon: the binary registers them.
+#![forbid(unsafe_code)]
