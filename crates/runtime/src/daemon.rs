@@ -85,6 +85,7 @@ struct Inner {
     metrics: Arc<DaemonMetrics>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    runtime: crate::runtime::RuntimeHandle,
 }
 
 /// What a daemon can reach: the router, the bus, the CPU pool, its timers and metrics.
@@ -103,6 +104,7 @@ impl Context {
         metrics: Arc<DaemonMetrics>,
         cancel: CancellationToken,
         tracker: TaskTracker,
+        runtime: crate::runtime::RuntimeHandle,
     ) -> Self {
         let spawner = {
             let metrics = metrics.clone();
@@ -132,6 +134,7 @@ impl Context {
                 metrics,
                 cancel,
                 tracker,
+                runtime,
             }),
         }
     }
@@ -139,6 +142,11 @@ impl Context {
     /// This daemon's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// A read-only view of the whole runtime (reports, lag, pool and bus statistics).
+    pub fn runtime(&self) -> &crate::runtime::RuntimeHandle {
+        &self.inner.runtime
     }
 
     /// The router, to ask other daemons.

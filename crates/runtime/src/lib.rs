@@ -29,6 +29,7 @@ mod runtime;
 mod spec;
 pub mod timers;
 
+pub use bus::{BusConfig, BusError, BusStats, Delivery, Event, EventBus, Subscription};
 pub use daemon::{Context, Daemon};
 pub use error::{BoxError, DaemonError, PlanError, PlanErrors};
 pub use lifecycle::{DeferredState, LifecycleState, Status};
@@ -36,7 +37,8 @@ pub use mailbox::Request;
 pub use metrics::{DaemonMetrics, DaemonReport, InitReport, PollTimed, WorkCounts, WorkPlace};
 pub use router::{CommandInfo, Router};
 pub use runtime::{
-    FailedDaemon, Runtime, RuntimeBuilder, RuntimeConfig, ShutdownReport, StartupReport,
+    FailedDaemon, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeHandle, ShutdownReport,
+    StartupReport,
 };
 pub use spec::{CommandSpec, DaemonSpec, OverflowPolicy, ParamSpec, RestartPolicy};
 

@@ -232,7 +232,9 @@ mod tests {
     #[test]
     fn lifecycle_illegal_transition_is_rejected_and_state_kept() {
         let l = Lifecycle::new("x");
-        let err = l.transition(Ready, None).expect_err("created -> ready is illegal");
+        let err = l
+            .transition(Ready, None)
+            .expect_err("created -> ready is illegal");
         assert_eq!(err.from, Created);
         assert_eq!(l.state(), Created);
         l.transition(Starting, None).expect("legal");

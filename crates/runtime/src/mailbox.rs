@@ -121,7 +121,11 @@ impl Mailbox {
                     return false;
                 }
             };
-            let cap = if ready { self.ready_cap } else { self.startup_cap };
+            let cap = if ready {
+                self.ready_cap
+            } else {
+                self.startup_cap
+            };
             if inner.queue.len() >= cap {
                 self.counters.overflowed.fetch_add(1, Ordering::Relaxed);
                 match self.overflow {
@@ -266,7 +270,11 @@ mod tests {
         assert!(!mb.push(c));
         let err = rc.await.expect("answered").expect_err("overloaded");
         assert_eq!(err.code, ErrorCode::Overloaded);
-        assert!(err.message.contains("startup queue full"), "{}", err.message);
+        assert!(
+            err.message.contains("startup queue full"),
+            "{}",
+            err.message
+        );
         assert_eq!(mb.depth(), 2);
         assert_eq!(mb.counters.queued_before_ready.load(Ordering::Relaxed), 2);
     }

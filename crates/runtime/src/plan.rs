@@ -243,7 +243,10 @@ mod tests {
         let refs: Vec<_> = specs.iter().collect();
         let err = validate(&refs).expect_err("invalid");
         let text = err.to_string();
-        assert!(text.contains("dependency cycle: a -> b -> c -> a"), "{text}");
+        assert!(
+            text.contains("dependency cycle: a -> b -> c -> a"),
+            "{text}"
+        );
         assert!(text.contains("dependency cycle: e -> e"), "{text}");
         assert!(
             text.contains("daemon 'd' requires unknown daemon 'nope'"),
@@ -257,7 +260,9 @@ mod tests {
         let specs = [
             DaemonSpec::new("a").prefix("x/"),
             DaemonSpec::new("a"),
-            DaemonSpec::new("b").prefix("x/").command(CommandSpec::new("ping", "")),
+            DaemonSpec::new("b")
+                .prefix("x/")
+                .command(CommandSpec::new("ping", "")),
             DaemonSpec::new("c").command(CommandSpec::new("ping", "")),
         ];
         let refs: Vec<_> = specs.iter().collect();

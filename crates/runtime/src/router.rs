@@ -115,8 +115,7 @@ impl Router {
 
     /// The name of the daemon serving `command`, if any.
     pub fn daemon_for(&self, command: &str) -> Option<&str> {
-        self.route(command)
-            .map(|(i, _)| &*self.inner.slots[i].name)
+        self.route(command).map(|(i, _)| &*self.inner.slots[i].name)
     }
 
     /// The deadline a request for `command` gets when the caller names none.
@@ -210,9 +209,7 @@ impl Router {
     fn unknown(&self, command: &str) -> DaemonError {
         let near = self.near_matches(command, 3);
         if near.is_empty() {
-            DaemonError::unknown_command(format!(
-                "no daemon serves '{command}' (try 'list')"
-            ))
+            DaemonError::unknown_command(format!("no daemon serves '{command}' (try 'list')"))
         } else {
             DaemonError::unknown_command(format!(
                 "no daemon serves '{command}'; did you mean {}?",
@@ -235,7 +232,11 @@ impl Router {
             .filter(|(d, k)| *d <= limit || k.starts_with(command) || command.starts_with(*k))
             .collect();
         scored.sort();
-        scored.into_iter().take(max).map(|(_, k)| k.to_owned()).collect()
+        scored
+            .into_iter()
+            .take(max)
+            .map(|(_, k)| k.to_owned())
+            .collect()
     }
 
     /// Every exact command, sorted by name.
@@ -280,7 +281,11 @@ impl Router {
 
     /// Names of all registered daemons, in registration order.
     pub fn daemon_names(&self) -> Vec<String> {
-        self.inner.slots.iter().map(|s| s.name.to_string()).collect()
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
     }
 
     /// A daemon's lifecycle watch.
@@ -379,9 +384,12 @@ mod tests {
     fn router_longest_prefix_wins_and_exact_beats_prefix() {
         let (a, _la) = slot(DaemonSpec::new("data").prefix("data/"));
         let (b, _lb) = slot(DaemonSpec::new("archive").prefix("data/archive/"));
-        let (c, _lc) =
-            slot(DaemonSpec::new("sys").command(CommandSpec::new("data/special", "x")));
-        let r = Router::new(vec![a, b, c], Duration::from_secs(1), Duration::from_secs(60));
+        let (c, _lc) = slot(DaemonSpec::new("sys").command(CommandSpec::new("data/special", "x")));
+        let r = Router::new(
+            vec![a, b, c],
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         assert_eq!(r.daemon_for("data/list"), Some("data"));
         assert_eq!(r.daemon_for("data/archive/list"), Some("archive"));
         assert_eq!(r.daemon_for("data/special"), Some("sys"));

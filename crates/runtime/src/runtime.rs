@@ -91,7 +91,11 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("config", &self.config)
             .field(
                 "daemons",
-                &self.entries.iter().map(|e| &e.spec.name).collect::<Vec<_>>(),
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| &e.spec.name)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -152,11 +156,11 @@ impl RuntimeBuilder {
             stop: CancellationToken::new(),
             started_at: OnceLock::new(),
             stop_order: Mutex::new(Vec::new()),
+            lag: Mutex::new(None),
         });
         Ok(Runtime {
             shared,
             pending: Mutex::new(Some(pending)),
-            lag: Mutex::new(None),
             lag_interval: self.config.lag_probe,
         })
     }
@@ -171,6 +175,7 @@ struct Shared {
     stop: CancellationToken,
     started_at: OnceLock<Instant>,
     stop_order: Mutex<Vec<String>>,
+    lag: Mutex<Option<LagProbe>>,
 }
 
 /// The result of starting every daemon.
@@ -210,7 +215,6 @@ pub struct ShutdownReport {
 pub struct Runtime {
     shared: Arc<Shared>,
     pending: Mutex<Option<Vec<(Lifecycle, LaunchFn)>>>,
-    lag: Mutex<Option<LagProbe>>,
     lag_interval: Option<Duration>,
 }
 
@@ -246,7 +250,7 @@ impl Runtime {
         };
         let _ = self.shared.started_at.set(Instant::now());
         if let Some(interval) = self.lag_interval {
-            *self.lag.lock() = Some(LagProbe::spawn(interval));
+            *self.shared.lag.lock() = Some(LagProbe::spawn(interval));
         }
         for (me, (lifecycle, launch)) in pending.into_iter().enumerate() {
             let slot = &self.shared.router.slots()[me];
@@ -259,6 +263,9 @@ impl Runtime {
                 slot.metrics.clone(),
                 cancel,
                 self.shared.tracker.clone(),
+                RuntimeHandle {
+                    shared: self.shared.clone(),
+                },
             );
             let fut = launch(Launch {
                 me,
@@ -286,7 +293,12 @@ impl Runtime {
                 Err(_) => s.status.borrow().clone(),
             };
             if st.state == LifecycleState::Ready {
-                let at = self.shared.started_at.get().copied().unwrap_or_else(Instant::now)
+                let at = self
+                    .shared
+                    .started_at
+                    .get()
+                    .copied()
+                    .unwrap_or_else(Instant::now)
                     + Duration::from_micros(s.metrics.ready_at_us.load(Ordering::Relaxed));
                 ready_at.push((at, s.name.to_string()));
             } else {
@@ -297,7 +309,12 @@ impl Runtime {
             }
         }
         ready_at.sort();
-        let started = self.shared.started_at.get().copied().unwrap_or_else(Instant::now);
+        let started = self
+            .shared
+            .started_at
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
         StartupReport {
             ready: ready_at.into_iter().map(|(_, n)| n).collect(),
             failed,
@@ -311,6 +328,13 @@ impl Runtime {
         self.wait_settled().await
     }
 
+    /// A cheap handle for reading the runtime's state (what the system daemons use).
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// A live report of every daemon.
     pub fn reports(&self) -> Vec<DaemonReport> {
         self.shared.router.reports()
@@ -318,17 +342,12 @@ impl Runtime {
 
     /// The init metrics of this boot, one per daemon.
     pub fn init_reports(&self) -> Vec<InitReport> {
-        self.shared
-            .router
-            .slots()
-            .iter()
-            .map(init_report)
-            .collect()
+        self.handle().init_reports()
     }
 
     /// The coordinator lag probe's view, if it runs.
     pub fn lag(&self) -> Option<LagSnapshot> {
-        self.lag.lock().as_ref().map(LagProbe::snapshot)
+        self.handle().lag()
     }
 
     /// Tasks the runtime tracks right now (daemon tasks, timers, spawned work).
@@ -358,7 +377,7 @@ impl Runtime {
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
         self.shared.router.begin_shutdown();
-        if let Some(probe) = self.lag.lock().take() {
+        if let Some(probe) = self.shared.lag.lock().take() {
             probe.stop();
         }
         self.shared.pool.shutdown();
@@ -368,6 +387,60 @@ impl Runtime {
             live_subscriptions: self.shared.bus.subscription_count(),
             elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0,
         }
+    }
+}
+
+/// A read-only view of a running runtime: daemon reports, init metrics, lag, pool and bus
+/// statistics. Cheap to clone; handed to daemons through [`Context::runtime`].
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle").finish_non_exhaustive()
+    }
+}
+
+impl RuntimeHandle {
+    /// A live report of every daemon, in registration order.
+    pub fn reports(&self) -> Vec<DaemonReport> {
+        self.shared.router.reports()
+    }
+
+    /// The init metrics of this boot, one per daemon.
+    pub fn init_reports(&self) -> Vec<InitReport> {
+        self.shared.router.slots().iter().map(init_report).collect()
+    }
+
+    /// The coordinator lag probe's view, if it runs.
+    pub fn lag(&self) -> Option<LagSnapshot> {
+        self.shared.lag.lock().as_ref().map(LagProbe::snapshot)
+    }
+
+    /// CPU pool statistics.
+    pub fn pool_stats(&self) -> crate::pool::PoolStats {
+        self.shared.pool.stats()
+    }
+
+    /// Event bus statistics.
+    pub fn bus_stats(&self) -> crate::bus::BusStats {
+        self.shared.bus.stats()
+    }
+
+    /// Tasks the runtime tracks right now.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.tracker.len()
+    }
+
+    /// Time since [`Runtime::start`] (zero before it).
+    pub fn uptime(&self) -> Duration {
+        self.shared
+            .started_at
+            .get()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
     }
 }
 
@@ -382,7 +455,11 @@ fn init_report(s: &Slot) -> InitReport {
         core_init_ms: us_to_ms(m.core_init_us.load(Ordering::Relaxed)),
         deferred_init_ms: us_to_ms(m.deferred_init_us.load(Ordering::Relaxed)),
         total_ms: us_to_ms(m.total_us.load(Ordering::Relaxed)),
-        queued_before_ready: s.mailbox.counters.queued_before_ready.load(Ordering::Relaxed),
+        queued_before_ready: s
+            .mailbox
+            .counters
+            .queued_before_ready
+            .load(Ordering::Relaxed),
         longest_poll_ms: us_to_ms(m.longest_poll_us()),
         work: work_counts(m),
     }
@@ -390,9 +467,9 @@ fn init_report(s: &Slot) -> InitReport {
 
 fn answer_all(envs: Vec<Envelope>, err: Option<&DaemonError>) {
     for env in envs {
-        let e = err.cloned().unwrap_or_else(|| {
-            DaemonError::shutting_down("the host is shutting down")
-        });
+        let e = err
+            .cloned()
+            .unwrap_or_else(|| DaemonError::shutting_down("the host is shutting down"));
         env.fail(e);
     }
 }
@@ -435,7 +512,10 @@ async fn wait_dependencies(l: &Launch) -> Waited {
         };
         if required && outcome.0 != LifecycleState::Ready {
             let why = outcome.1.unwrap_or_else(|| outcome.0.to_string());
-            return Waited::Failed(format!("requires '{}', which failed: {why}", slots[dep].name));
+            return Waited::Failed(format!(
+                "requires '{}', which failed: {why}",
+                slots[dep].name
+            ));
         }
     }
     Waited::Go
@@ -537,7 +617,9 @@ async fn run_daemon<D: Daemon>(daemon: D, l: Launch) {
     let spec = &slot.spec;
     let started_at = l.rt.started_at.get().copied().unwrap_or_else(Instant::now);
     let fail = |cause: String| {
-        let _ = l.lifecycle.transition(LifecycleState::Failed, Some(cause.clone()));
+        let _ = l
+            .lifecycle
+            .transition(LifecycleState::Failed, Some(cause.clone()));
         let err = DaemonError::unavailable(format!("daemon '{name}' failed: {cause}"));
         answer_all(slot.mailbox.close(err.clone()), Some(&err));
         tracing::error!(daemon = %name, %cause, "Daemon failed");
@@ -721,9 +803,10 @@ async fn run_daemon<D: Daemon>(daemon: D, l: Launch) {
         }
         publish_state(&l.rt, &name, LifecycleState::Stopping, None);
         drop(subs);
-        slot.mailbox.start_draining(DaemonError::shutting_down(format!(
-            "daemon '{name}' is stopping"
-        )));
+        slot.mailbox
+            .start_draining(DaemonError::shutting_down(format!(
+                "daemon '{name}' is stopping"
+            )));
         let drain = async {
             let mut open = true;
             loop {
@@ -737,7 +820,10 @@ async fn run_daemon<D: Daemon>(daemon: D, l: Launch) {
                 }
             }
         };
-        if tokio::time::timeout(spec.drain_budget, drain).await.is_err() {
+        if tokio::time::timeout(spec.drain_budget, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!(daemon = %name, budget_ms = spec.drain_budget.as_millis() as u64, "Drain budget exceeded; answering the rest with shutting_down");
         }
     }

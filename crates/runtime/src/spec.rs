@@ -47,7 +47,9 @@ impl RestartPolicy {
 
     /// The wait before retry number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
@@ -328,6 +330,11 @@ mod tests {
             .command(CommandSpec::new("x/", "bad"));
         let p = s.problems();
         assert_eq!(p.len(), 5, "{p:?}");
-        assert!(DaemonSpec::new("data").prefix("data/").problems().is_empty());
+        assert!(
+            DaemonSpec::new("data")
+                .prefix("data/")
+                .problems()
+                .is_empty()
+        );
     }
 }

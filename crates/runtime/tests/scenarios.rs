@@ -3,9 +3,8 @@
 
 use daemonhost_runtime::bus::Delivery;
 use daemonhost_runtime::{
-    BoxError, Context, Daemon, DaemonError, DaemonSpec, DeferredState, ErrorCode,
-    LifecycleState, OverflowPolicy, Request, RestartPolicy, Runtime, RuntimeBuilder,
-    RuntimeConfig,
+    BoxError, Context, Daemon, DaemonError, DaemonSpec, DeferredState, ErrorCode, LifecycleState,
+    OverflowPolicy, Request, RestartPolicy, Runtime, RuntimeBuilder, RuntimeConfig,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -137,9 +136,7 @@ impl Daemon for Td {
 
     async fn start_deferred(&self, ctx: &Context, _state: &TdState) -> Result<(), BoxError> {
         let st = ctx.router().watch(ctx.name()).map(|w| w.borrow().state);
-        self.b
-            .log
-            .push(format!("deferred:{}:{:?}", ctx.name(), st));
+        self.b.log.push(format!("deferred:{}:{:?}", ctx.name(), st));
         if self.b.deferred_fails {
             return Err("index corrupt".into());
         }
@@ -245,9 +242,18 @@ async fn startup_order_respects_requires_while_independent_daemons_start_concurr
         ..Default::default()
     };
     let rt = build(vec![
-        Td { spec: td("c").requires("a").requires("b"), b: b_c },
-        Td { spec: td("a"), b: b_a },
-        Td { spec: td("b"), b: b_b },
+        Td {
+            spec: td("c").requires("a").requires("b"),
+            b: b_c,
+        },
+        Td {
+            spec: td("a"),
+            b: b_a,
+        },
+        Td {
+            spec: td("b"),
+            b: b_b,
+        },
     ]);
     let report = within("start", rt.start_all()).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -301,8 +307,7 @@ async fn startup_queue_answers_10000_early_requests_in_fifo_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_fails_dependents()
-{
+async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_fails_dependents() {
     let (open, gate) = watch::channel(false);
     let rt = build(vec![
         Td {
@@ -339,7 +344,10 @@ async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_f
     .await;
     open.send(true).expect("gate");
     for a in asks {
-        let err = within("answer", a).await.expect("join").expect_err("must fail");
+        let err = within("answer", a)
+            .await
+            .expect("join")
+            .expect_err("must fail");
         assert_eq!(err.code, ErrorCode::Unavailable);
         assert!(err.message.contains("disk on fire"), "{}", err.message);
     }
@@ -348,7 +356,9 @@ async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_f
     assert_eq!(room.state, LifecycleState::Failed);
     let cause = room.cause.clone().unwrap_or_default();
     assert!(
-        cause.contains("requires 'user'") && cause.contains("requires 'data'") && cause.contains("disk on fire"),
+        cause.contains("requires 'user'")
+            && cause.contains("requires 'data'")
+            && cause.contains("disk on fire"),
         "{cause}"
     );
     // Requests after the failure are answered at once with the same cause.
@@ -384,10 +394,8 @@ async fn startup_queue_overflow_answers_overloaded_under_both_policies() {
         .await;
         open.send(true).expect("gate");
         let answers = within("answers", all).await.expect("join");
-        let (ok, overloaded): (Vec<_>, Vec<_>) = answers
-            .iter()
-            .enumerate()
-            .partition(|(_, a)| a.is_ok());
+        let (ok, overloaded): (Vec<_>, Vec<_>) =
+            answers.iter().enumerate().partition(|(_, a)| a.is_ok());
         assert_eq!(ok.len(), 10, "{policy:?}");
         assert_eq!(overloaded.len(), 5);
         for (_, a) in &overloaded {
@@ -462,7 +470,10 @@ fn plan_with_cycle_and_unknown_dependency_reports_both_and_starts_nothing() {
     let err = b.build().expect_err("invalid");
     let text = err.to_string();
     assert!(text.contains("dependency cycle: a -> b -> a"), "{text}");
-    assert!(text.contains("'c' requires unknown daemon 'ghost'"), "{text}");
+    assert!(
+        text.contains("'c' requires unknown daemon 'ghost'"),
+        "{text}"
+    );
     assert!(log.entries().is_empty());
 }
 
@@ -477,7 +488,10 @@ async fn deferred_init_runs_after_ready_and_its_failure_is_reported_while_servin
             ..Default::default()
         },
     }]);
-    let mut sub = rt.bus().subscribe("system:daemon:init-complete").expect("sub");
+    let mut sub = rt
+        .bus()
+        .subscribe("system:daemon:init-complete")
+        .expect("sub");
     within("start", rt.start_all()).await;
     let ev = within("init-complete", sub.recv()).await.expect("event");
     let Delivery::Event(ev) = ev else {
@@ -485,12 +499,24 @@ async fn deferred_init_runs_after_ready_and_its_failure_is_reported_while_servin
     };
     assert_eq!(ev.data()["daemon"], "d");
     assert_eq!(ev.data()["deferred"], "failed");
-    assert!(log.entries().contains(&"deferred:d:Some(Ready)".to_owned()), "{:?}", log.entries());
+    assert!(
+        log.entries().contains(&"deferred:d:Some(Ready)".to_owned()),
+        "{:?}",
+        log.entries()
+    );
     let r = &rt.reports()[0];
     assert_eq!(r.state, LifecycleState::Ready);
     assert_eq!(r.deferred, DeferredState::Failed);
-    assert!(r.deferred_cause.as_deref().unwrap_or("").contains("index corrupt"));
-    assert_eq!(rt.router().ask("d/echo", json!(5)).await.expect("serves"), json!(5));
+    assert!(
+        r.deferred_cause
+            .as_deref()
+            .unwrap_or("")
+            .contains("index corrupt")
+    );
+    assert_eq!(
+        rt.router().ask("d/echo", json!(5)).await.expect("serves"),
+        json!(5)
+    );
     within("shutdown", rt.shutdown()).await;
 }
 
@@ -533,9 +559,18 @@ async fn shutdown_order_is_exact_reverse_and_leaves_no_task_timer_or_subscriptio
         ..Default::default()
     };
     let rt = build(vec![
-        Td { spec: td("c").requires("b").events("x:*"), b: b() },
-        Td { spec: td("a").events("x:*"), b: b() },
-        Td { spec: td("b").requires("a").events("x:*"), b: b() },
+        Td {
+            spec: td("c").requires("b").events("x:*"),
+            b: b(),
+        },
+        Td {
+            spec: td("a").events("x:*"),
+            b: b(),
+        },
+        Td {
+            spec: td("b").requires("a").events("x:*"),
+            b: b(),
+        },
     ]);
     let report = within("start", rt.start_all()).await;
     assert_eq!(report.ready, vec!["a", "b", "c"]);
@@ -543,21 +578,38 @@ async fn shutdown_order_is_exact_reverse_and_leaves_no_task_timer_or_subscriptio
     assert!(rt.live_tasks() >= 9);
     let down = within("shutdown", rt.shutdown()).await;
     assert_eq!(down.stop_order, vec!["c", "b", "a"]);
-    let stops: Vec<_> = log.entries().into_iter().filter(|e| e.starts_with("stop:")).collect();
+    let stops: Vec<_> = log
+        .entries()
+        .into_iter()
+        .filter(|e| e.starts_with("stop:"))
+        .collect();
     assert_eq!(stops, vec!["stop:c", "stop:b", "stop:a"]);
     assert_eq!(down.live_tasks, 0);
     assert_eq!(down.live_subscriptions, 0);
     assert_eq!(rt.bus().subscription_count(), 0);
-    assert_eq!(daemonhost_runtime::timers::live_timer_tasks(), timers_before);
-    let err = rt.router().ask("a/echo", json!(1)).await.expect_err("stopped");
+    assert_eq!(
+        daemonhost_runtime::timers::live_timer_tasks(),
+        timers_before
+    );
+    let err = rt
+        .router()
+        .ask("a/echo", json!(1))
+        .await
+        .expect_err("stopped");
     assert_eq!(err.code, ErrorCode::ShuttingDown);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependents_can_still_call_dependencies_while_they_drain() {
     let rt = build(vec![
-        Td { spec: td("base"), b: Behavior::default() },
-        Td { spec: td("top").requires("base"), b: Behavior::default() },
+        Td {
+            spec: td("base"),
+            b: Behavior::default(),
+        },
+        Td {
+            spec: td("top").requires("base"),
+            b: Behavior::default(),
+        },
     ]);
     within("start", rt.start_all()).await;
     // A request into `top` that sleeps, then calls `base`; shutdown begins while it sleeps.
@@ -582,12 +634,22 @@ async fn dependents_can_still_call_dependencies_while_they_drain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_panic_is_an_internal_error_and_the_daemon_keeps_serving() {
-    let rt = build(vec![Td { spec: td("p"), b: Behavior::default() }]);
+    let rt = build(vec![Td {
+        spec: td("p"),
+        b: Behavior::default(),
+    }]);
     within("start", rt.start_all()).await;
-    let err = rt.router().ask("p/panic", json!({})).await.expect_err("panic");
+    let err = rt
+        .router()
+        .ask("p/panic", json!({}))
+        .await
+        .expect_err("panic");
     assert_eq!(err.code, ErrorCode::Internal);
     assert!(err.message.contains("handler exploded"), "{}", err.message);
-    assert_eq!(rt.router().ask("p/echo", json!(2)).await.expect("ok"), json!(2));
+    assert_eq!(
+        rt.router().ask("p/echo", json!(2)).await.expect("ok"),
+        json!(2)
+    );
     assert_eq!(rt.reports()[0].panics, 1);
     within("shutdown", rt.shutdown()).await;
 }
@@ -603,7 +665,11 @@ async fn start_panic_fails_the_daemon_with_the_panic_message() {
     }]);
     let report = within("start", rt.start_all()).await;
     assert_eq!(report.failed.len(), 1);
-    assert!(report.failed[0].cause.contains("boom in start"), "{:?}", report.failed);
+    assert!(
+        report.failed[0].cause.contains("boom in start"),
+        "{:?}",
+        report.failed
+    );
     within("shutdown", rt.shutdown()).await;
 }
 
@@ -617,7 +683,11 @@ async fn start_timeout_fails_the_daemon() {
         },
     }]);
     let report = rt.start_all().await;
-    assert!(report.failed[0].cause.contains("timed out after 300 ms"), "{:?}", report.failed);
+    assert!(
+        report.failed[0].cause.contains("timed out after 300 ms"),
+        "{:?}",
+        report.failed
+    );
     rt.shutdown().await;
 }
 
@@ -678,9 +748,12 @@ async fn daemons_receive_declared_events_in_on_event() {
     }]);
     within("start", rt.start_all()).await;
     let bus = rt.bus();
-    bus.publish("data:users:created", json!({})).expect("publish");
-    bus.publish("data:users:deleted", json!({})).expect("publish");
-    bus.publish("data:rooms:created", json!({})).expect("publish");
+    bus.publish("data:users:created", json!({}))
+        .expect("publish");
+    bus.publish("data:users:deleted", json!({}))
+        .expect("publish");
+    bus.publish("data:rooms:created", json!({}))
+        .expect("publish");
     let events = within("events", async {
         loop {
             let v = rt.router().ask("e/events", json!({})).await.expect("ok");
@@ -697,9 +770,16 @@ async fn daemons_receive_declared_events_in_on_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_to_an_unknown_command_get_unknown_command() {
-    let rt = build(vec![Td { spec: td("x"), b: Behavior::default() }]);
+    let rt = build(vec![Td {
+        spec: td("x"),
+        b: Behavior::default(),
+    }]);
     within("start", rt.start_all()).await;
-    let err = rt.router().ask("nope/thing", json!({})).await.expect_err("unknown");
+    let err = rt
+        .router()
+        .ask("nope/thing", json!({}))
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code, ErrorCode::UnknownCommand);
     within("shutdown", rt.shutdown()).await;
 }

@@ -50,7 +50,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.star.is_none() && self.exact.is_empty() && self.rest.is_empty()
+        self.literals.is_empty()
+            && self.star.is_none()
+            && self.exact.is_empty()
+            && self.rest.is_empty()
     }
 
     #[cfg(test)]
@@ -61,15 +64,22 @@ impl Node {
 
     fn insert(&mut self, segs: &[Segment], rest: bool, sub: &Arc<SubShared>, created: &mut usize) {
         let Some((first, tail)) = segs.split_first() else {
-            let set = if rest { &mut self.rest } else { &mut self.exact };
+            let set = if rest {
+                &mut self.rest
+            } else {
+                &mut self.exact
+            };
             set.insert(sub.id(), Arc::clone(sub));
             return;
         };
         match first {
-            Segment::Literal(lit) => self.literal_child(lit, created).insert(tail, rest, sub, created),
+            Segment::Literal(lit) => self
+                .literal_child(lit, created)
+                .insert(tail, rest, sub, created),
             Segment::AnyOf(alts) => {
                 for alt in alts {
-                    self.literal_child(alt, created).insert(tail, rest, sub, created);
+                    self.literal_child(alt, created)
+                        .insert(tail, rest, sub, created);
                 }
             }
             Segment::Star => self
@@ -92,7 +102,11 @@ impl Node {
     /// Removes `id` along the pattern's paths, pruning children left empty. Returns whether it was found.
     fn remove(&mut self, segs: &[Segment], rest: bool, id: u64, pruned: &mut usize) -> bool {
         let Some((first, tail)) = segs.split_first() else {
-            let set = if rest { &mut self.rest } else { &mut self.exact };
+            let set = if rest {
+                &mut self.rest
+            } else {
+                &mut self.exact
+            };
             let found = set.remove(&id).is_some();
             if set.is_empty() {
                 // Give the table's memory back, not just its entries.
@@ -121,7 +135,14 @@ impl Node {
         found
     }
 
-    fn remove_literal(&mut self, lit: &str, tail: &[Segment], rest: bool, id: u64, pruned: &mut usize) -> bool {
+    fn remove_literal(
+        &mut self,
+        lit: &str,
+        tail: &[Segment],
+        rest: bool,
+        id: u64,
+        pruned: &mut usize,
+    ) -> bool {
         let Some(child) = self.literals.get_mut(lit) else {
             return false;
         };
@@ -206,7 +227,8 @@ impl Index {
 
     pub(crate) fn insert(&mut self, pattern: &Pattern, sub: &Arc<SubShared>) {
         let mut created = 0;
-        self.root.insert(pattern.segments(), pattern.rest(), sub, &mut created);
+        self.root
+            .insert(pattern.segments(), pattern.rest(), sub, &mut created);
         self.nodes += created;
         self.subscriptions += 1;
     }
@@ -214,7 +236,9 @@ impl Index {
     /// Removes a subscription; a no-op if it is not there (e.g. after `close`).
     pub(crate) fn remove(&mut self, pattern: &Pattern, id: u64) -> bool {
         let mut pruned = 0;
-        let found = self.root.remove(pattern.segments(), pattern.rest(), id, &mut pruned);
+        let found = self
+            .root
+            .remove(pattern.segments(), pattern.rest(), id, &mut pruned);
         self.nodes -= pruned;
         if found {
             self.subscriptions -= 1;

@@ -129,7 +129,11 @@ fn check_shape(s: &str) -> Result<(), (usize, usize, SyntaxReason)> {
         ));
     }
     if s.split(':').nth(MAX_SEGMENTS).is_some() {
-        return Err((MAX_SEGMENTS, 0, SyntaxReason::TooManySegments { max: MAX_SEGMENTS }));
+        return Err((
+            MAX_SEGMENTS,
+            0,
+            SyntaxReason::TooManySegments { max: MAX_SEGMENTS },
+        ));
     }
     Ok(())
 }
