@@ -345,6 +345,10 @@ impl From<EventFrame> for Frame {
 // ---------------------------------------------------------------------------------------------
 
 /// What a body parsed to: an object's known fields, or the kind of non-object it was.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived stack value; boxing would add an allocation per frame"
+)]
 enum Parsed {
     Object(Envelope),
     NotObject(&'static str),

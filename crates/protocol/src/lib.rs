@@ -12,12 +12,12 @@
 //! - [`Client`]: a pipelining async client with subscriptions.
 #![forbid(unsafe_code)]
 
-//mod client;
+mod client;
 mod codec;
 mod error;
 mod frame;
 
-//pub use client::{CallError, Client, ClientConfig, ClientError, EventStream};
+pub use client::{CallError, Client, ClientConfig, ClientError, EventStream, answer_peer_request};
 pub use codec::{
     CodecError, DEFAULT_MAX_FRAME, FrameCodec, HEADER_LEN, RawFrameCodec, write_body, write_frame,
 };
