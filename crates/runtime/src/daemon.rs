@@ -98,14 +98,14 @@ pub struct Context {
 impl Context {
     pub(crate) fn new(
         name: Arc<str>,
-        router: Router,
-        bus: EventBus,
-        pool: CpuPool,
         metrics: Arc<DaemonMetrics>,
         cancel: CancellationToken,
-        tracker: TaskTracker,
         runtime: crate::runtime::RuntimeHandle,
     ) -> Self {
+        let router = runtime.router().clone();
+        let bus = runtime.bus().clone();
+        let pool = runtime.pool().clone();
+        let tracker = runtime.tracker().clone();
         let spawner = {
             let metrics = metrics.clone();
             let tracker = tracker.clone();

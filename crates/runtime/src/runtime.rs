@@ -123,8 +123,8 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, PlanErrors> {
         let specs: Vec<&DaemonSpec> = self.entries.iter().map(|e| &e.spec).collect();
         let plan = plan::validate(&specs)?;
-        let bus = EventBus::new(self.config.bus.clone());
-        let pool = CpuPool::new(self.config.pool.clone());
+        let bus = EventBus::new(self.config.bus);
+        let pool = CpuPool::new(self.config.pool);
         let tracker = TaskTracker::new();
         let mut slots = Vec::with_capacity(self.entries.len());
         let mut pending = Vec::with_capacity(self.entries.len());
@@ -257,15 +257,9 @@ impl Runtime {
             let cancel = CancellationToken::new();
             let ctx = Context::new(
                 slot.name.clone(),
-                self.shared.router.clone(),
-                self.shared.bus.clone(),
-                self.shared.pool.clone(),
                 slot.metrics.clone(),
                 cancel,
-                self.shared.tracker.clone(),
-                RuntimeHandle {
-                    shared: self.shared.clone(),
-                },
+                self.handle(),
             );
             let fut = launch(Launch {
                 me,
@@ -404,6 +398,22 @@ impl std::fmt::Debug for RuntimeHandle {
 }
 
 impl RuntimeHandle {
+    pub(crate) fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    pub(crate) fn bus(&self) -> &EventBus {
+        &self.shared.bus
+    }
+
+    pub(crate) fn pool(&self) -> &CpuPool {
+        &self.shared.pool
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.shared.tracker
+    }
+
     /// A live report of every daemon, in registration order.
     pub fn reports(&self) -> Vec<DaemonReport> {
         self.shared.router.reports()

@@ -1,0 +1,179 @@
+//! Runtime benchmarks, each with its baseline in the same run:
+//! - `ask`: a round trip through the router to an echo daemon carrying a small JSON object,
+//!   against raw tokio mpsc + oneshot to an echo task carrying the same value
+//!   (target: ≥ 0.6× the baseline's throughput);
+//! - `startup`: all READY for a 15-daemon graph shaped like the seed's (target: < 1 ms).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use daemonhost_runtime::{
+    BoxError, Context, Daemon, DaemonError, DaemonSpec, Request, Runtime, RuntimeBuilder,
+    RuntimeConfig,
+};
+use serde_json::{Value, json};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+struct Echo {
+    spec: DaemonSpec,
+}
+
+impl Daemon for Echo {
+    type State = ();
+    fn spec(&self) -> DaemonSpec {
+        self.spec.clone()
+    }
+    async fn start(&self, _: &Context) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn handle(&self, _: &Context, _: &(), req: Request) -> Result<Value, DaemonError> {
+        Ok(req.params)
+    }
+}
+
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
+        lag_probe: None,
+        ..RuntimeConfig::default()
+    }
+}
+
+fn echo_runtime() -> Runtime {
+    let mut b = RuntimeBuilder::new(config());
+    b.register(Echo {
+        spec: DaemonSpec::new("echo").prefix("echo/").concurrency(256),
+    });
+    b.build().expect("plan")
+}
+
+type RawMsg = (Value, oneshot::Sender<Value>);
+
+fn raw_echo(rt: &tokio::runtime::Runtime) -> mpsc::Sender<RawMsg> {
+    let (tx, mut rx) = mpsc::channel::<RawMsg>(1024);
+    rt.spawn(async move {
+        while let Some((v, reply)) = rx.recv().await {
+            let _ = reply.send(v);
+        }
+    });
+    tx
+}
+
+fn small() -> Value {
+    json!({"collection": "users", "limit": 10, "id": 42})
+}
+
+fn bench_ask(c: &mut Criterion) {
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = echo_runtime();
+    tokio_rt.block_on(runtime.start_all());
+    let router = runtime.router();
+    let raw = raw_echo(&tokio_rt);
+
+    let mut g = c.benchmark_group("ask");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_mpsc_oneshot/sequential", |b| {
+        b.to_async(&tokio_rt).iter(|| async {
+            let (tx, rx) = oneshot::channel();
+            raw.send((small(), tx)).await.expect("send");
+            black_box(rx.await.expect("reply"))
+        })
+    });
+    g.bench_function("router/sequential", |b| {
+        b.to_async(&tokio_rt)
+            .iter(|| async { black_box(router.ask("echo/x", small()).await.expect("ok")) })
+    });
+    const BATCH: u64 = 256;
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("raw_mpsc_oneshot/256_concurrent", |b| {
+        b.to_async(&tokio_rt).iter(|| async {
+            let futs = (0..BATCH).map(|_| async {
+                let (tx, rx) = oneshot::channel();
+                raw.send((small(), tx)).await.expect("send");
+                rx.await.expect("reply")
+            });
+            black_box(futures_util::future::join_all(futs).await)
+        })
+    });
+    g.bench_function("router/256_concurrent", |b| {
+        b.to_async(&tokio_rt).iter(|| async {
+            let futs = (0..BATCH).map(|_| router.ask("echo/x", small()));
+            black_box(futures_util::future::join_all(futs).await)
+        })
+    });
+    g.finish();
+    tokio_rt.block_on(runtime.shutdown());
+}
+
+/// The seed's Phase 4 graph: 3 critical roots, integration daemons after `data`, lightweight
+/// independents, `console` after `logger`.
+fn seed_graph() -> Vec<DaemonSpec> {
+    let s = |n: &str| DaemonSpec::new(n).prefix(format!("{n}/"));
+    vec![
+        s("data"),
+        s("command"),
+        s("events"),
+        s("user").requires("data"),
+        s("room-membership").requires("data"),
+        s("training").requires("data"),
+        s("archive").requires("data"),
+        s("ai-provider"),
+        s("health"),
+        s("widget"),
+        s("proxy"),
+        s("governance").requires("data"),
+        s("logger"),
+        s("console").requires("logger"),
+        s("session"),
+    ]
+}
+
+fn bench_startup(c: &mut Criterion) {
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let mut g = c.benchmark_group("startup");
+    g.bench_function("seed_graph_15_daemons_all_ready", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut builder = RuntimeBuilder::new(config());
+                for spec in seed_graph() {
+                    builder.register(Echo { spec });
+                }
+                let rt = builder.build().expect("plan");
+                let t0 = Instant::now();
+                let report = tokio_rt.block_on(rt.start_all());
+                total += t0.elapsed();
+                assert_eq!(report.ready.len(), 15);
+                tokio_rt.block_on(rt.shutdown());
+            }
+            total
+        })
+    });
+    // Baseline: spawning 15 tokio tasks that each signal a oneshot, awaited in order.
+    g.bench_function("baseline_15_tokio_tasks_signal_ready", |b| {
+        b.to_async(&tokio_rt).iter(|| async {
+            let mut rxs = Vec::with_capacity(15);
+            for _ in 0..15 {
+                let (tx, rx) = oneshot::channel::<()>();
+                tokio::spawn(async move {
+                    let _ = tx.send(());
+                });
+                rxs.push(rx);
+            }
+            for rx in rxs {
+                rx.await.expect("ready");
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_ask, bench_startup);
+criterion_main!(benches);
