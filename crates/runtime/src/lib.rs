@@ -7,6 +7,7 @@
 //! - [`Router`]: command routing with deadlines and exactly one answer per request; each
 //!   daemon's address is a bounded queue that is its startup queue before READY.
 //! - [`bus`]: the event bus with publish-time filtering.
+//! - [`supervisor`]: worker processes, restarted with backoff and a start limit.
 //! - [`pool`], [`timers`], [`limits`], [`cache`], [`lag`]: the CPU pool, named timers, rate
 //!   limits, bounded caches and the coordinator lag probe.
 //!
@@ -27,6 +28,7 @@ pub mod pool;
 mod router;
 mod runtime;
 mod spec;
+pub mod supervisor;
 pub mod timers;
 
 pub use bus::{BusConfig, BusError, BusStats, Delivery, Event, EventBus, Subscription};
