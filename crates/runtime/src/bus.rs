@@ -263,7 +263,11 @@ impl EventBus {
     }
 
     /// Subscribes with a queue of `capacity` entries (at least 1).
-    pub fn subscribe_with_capacity(&self, pattern: &str, capacity: usize) -> Result<Subscription, BusError> {
+    pub fn subscribe_with_capacity(
+        &self,
+        pattern: &str,
+        capacity: usize,
+    ) -> Result<Subscription, BusError> {
         let pattern = Pattern::parse(pattern)?;
         let inner = self.inner();
         let shared = {
@@ -329,7 +333,9 @@ impl EventBus {
         drop(index);
         inner.published.fetch_add(1, Ordering::Relaxed);
         if delivered > 0 {
-            inner.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+            inner
+                .delivered
+                .fetch_add(delivered as u64, Ordering::Relaxed);
         }
         if missed > 0 {
             inner.lagged.fetch_add(missed, Ordering::Relaxed);
@@ -435,7 +441,10 @@ impl futures_util::Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         // Eager: the index forgets this subscriber before `drop` returns.
-        self.bus.index.write().remove(&self.pattern, self.shared.id());
+        self.bus
+            .index
+            .write()
+            .remove(&self.pattern, self.shared.id());
         self.shared.close();
     }
 }

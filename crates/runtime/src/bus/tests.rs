@@ -31,7 +31,11 @@ fn bus_matches(pattern: &str, topic: &str) -> bool {
     let n = bus.publish(topic, json!(null)).unwrap();
     let got = !events(&mut sub).is_empty();
     assert_eq!(got, n == 1);
-    assert_eq!(got, Pattern::parse(pattern).unwrap().matches(topic), "{pattern} vs {topic}");
+    assert_eq!(
+        got,
+        Pattern::parse(pattern).unwrap().matches(topic),
+        "{pattern} vs {topic}"
+    );
     got
 }
 
@@ -102,9 +106,18 @@ fn bus_lone_star_matches_everything() {
 
 #[test]
 fn bus_brace_group_matches_alternatives() {
-    assert!(bus_matches("data:users:{created,updated}", "data:users:created"));
-    assert!(bus_matches("data:users:{created,updated}", "data:users:updated"));
-    assert!(!bus_matches("data:users:{created,updated}", "data:users:deleted"));
+    assert!(bus_matches(
+        "data:users:{created,updated}",
+        "data:users:created"
+    ));
+    assert!(bus_matches(
+        "data:users:{created,updated}",
+        "data:users:updated"
+    ));
+    assert!(!bus_matches(
+        "data:users:{created,updated}",
+        "data:users:deleted"
+    ));
     assert!(bus_matches("data:{users,rooms}:*", "data:rooms:created:x"));
     assert!(!bus_matches("data:{users,rooms}:*", "data:rooms"));
     assert!(bus_matches("{a,b}:{c,d}", "b:c"));
@@ -124,7 +137,10 @@ fn bus_several_subscribers_each_get_the_same_event_once() {
     let mut b = bus.subscribe("data:users:{created,deleted}").unwrap();
     let mut c = bus.subscribe("data:*:created").unwrap();
     let mut d = bus.subscribe("room:*").unwrap();
-    assert_eq!(bus.publish("data:users:created", json!({"id": 7})).unwrap(), 3);
+    assert_eq!(
+        bus.publish("data:users:created", json!({"id": 7})).unwrap(),
+        3
+    );
     let take = |s: &mut Subscription| match s.try_recv().unwrap() {
         Delivery::Event(e) => e,
         Delivery::Lagged { .. } => panic!("unexpected lag"),
@@ -159,7 +175,12 @@ fn bus_publish_event_prebuilt() {
 
 #[test]
 fn bus_topic_validation() {
-    for ok in ["data", "data:users:created", "a:b c:d", "system:daemon:init-complete"] {
+    for ok in [
+        "data",
+        "data:users:created",
+        "a:b c:d",
+        "system:daemon:init-complete",
+    ] {
         validate_topic(ok).unwrap();
     }
     let reason = |t: &str| validate_topic(t).unwrap_err().reason;
@@ -172,9 +193,18 @@ fn bus_topic_validation() {
     assert_eq!(reason("a:{b}"), SyntaxReason::ReservedChar('{'));
     assert_eq!(reason("a:b}"), SyntaxReason::ReservedChar('}'));
     assert_eq!(reason("a:b,c"), SyntaxReason::ReservedChar(','));
-    assert_eq!(reason(&"x".repeat(1025)), SyntaxReason::TooLong { len: 1025, max: 1024 });
+    assert_eq!(
+        reason(&"x".repeat(1025)),
+        SyntaxReason::TooLong {
+            len: 1025,
+            max: 1024
+        }
+    );
     validate_topic(&"x".repeat(1024)).unwrap();
-    assert_eq!(reason(&vec!["a"; 33].join(":")), SyntaxReason::TooManySegments { max: 32 });
+    assert_eq!(
+        reason(&vec!["a"; 33].join(":")),
+        SyntaxReason::TooManySegments { max: 32 }
+    );
     validate_topic(&vec!["a"; 32].join(":")).unwrap();
 
     let err = validate_topic("data::x").unwrap_err();
@@ -187,7 +217,10 @@ fn bus_topic_validation() {
     assert!(validate_topic(&"y".repeat(5000)).unwrap_err().topic.len() < 100);
 
     let bus = bus();
-    assert!(matches!(bus.publish("a::b", json!(null)), Err(BusError::Topic(_))));
+    assert!(matches!(
+        bus.publish("a::b", json!(null)),
+        Err(BusError::Topic(_))
+    ));
 }
 
 #[test]
@@ -214,15 +247,26 @@ fn bus_pattern_validation() {
     assert_eq!(reason("a,b"), SyntaxReason::PartialBrace);
     assert_eq!(reason("{a,*}"), SyntaxReason::NonLiteralAlternative);
     assert_eq!(reason("{a,{b}}"), SyntaxReason::NonLiteralAlternative);
-    assert_eq!(reason(&"x".repeat(1025)), SyntaxReason::TooLong { len: 1025, max: 1024 });
-    assert_eq!(reason(&vec!["*"; 33].join(":")), SyntaxReason::TooManySegments { max: 32 });
+    assert_eq!(
+        reason(&"x".repeat(1025)),
+        SyntaxReason::TooLong {
+            len: 1025,
+            max: 1024
+        }
+    );
+    assert_eq!(
+        reason(&vec!["*"; 33].join(":")),
+        SyntaxReason::TooManySegments { max: 32 }
+    );
     Pattern::parse(&vec!["*"; 32].join(":")).unwrap();
     // 4 * 4 * 4 * 4 = 256 is allowed, a fifth group is not.
     let g = "{a,b,c,d}";
     Pattern::parse(&[g, g, g, g].join(":")).unwrap();
     assert_eq!(
         reason(&[g, g, g, g, g].join(":")),
-        SyntaxReason::TooManyExpansions { max: MAX_EXPANSIONS }
+        SyntaxReason::TooManyExpansions {
+            max: MAX_EXPANSIONS
+        }
     );
 
     let err = Pattern::parse("data:x*:y").unwrap_err();
@@ -246,7 +290,10 @@ fn bus_lag_is_reported_with_exact_count() {
     for i in 0..10 {
         bus.publish(&format!("t:{i}"), json!(i)).unwrap();
     }
-    assert_eq!(events(&mut sub), vec!["t:0", "t:1", "t:2", "t:3", "lagged:6"]);
+    assert_eq!(
+        events(&mut sub),
+        vec!["t:0", "t:1", "t:2", "t:3", "lagged:6"]
+    );
     bus.publish("t:10", json!(10)).unwrap();
     assert_eq!(events(&mut sub), vec!["t:10"]);
     let stats = bus.stats();
@@ -279,7 +326,10 @@ async fn bus_lag_reported_to_waiting_recv() {
     bus.publish("t", json!(1)).unwrap();
     bus.publish("t", json!(2)).unwrap();
     assert!(matches!(sub.recv().await, Some(Delivery::Event(_))));
-    assert!(matches!(sub.recv().await, Some(Delivery::Lagged { missed: 1 })));
+    assert!(matches!(
+        sub.recv().await,
+        Some(Delivery::Lagged { missed: 1 })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
