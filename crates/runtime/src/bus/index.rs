@@ -135,6 +135,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Default> SmallMap<K, V, S> {
         }
     }
 
+    #[cfg(test)]
     fn values_sum(&self, f: impl Fn(&V) -> usize) -> usize {
         let mut n = 0;
         self.for_each_value(|v| n += f(v));
