@@ -8,8 +8,9 @@
 //! Nodes are created on subscribe and pruned as soon as they hold nothing, so after every subscription
 //! is gone the index is back to its lone root.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 use super::pattern::{Pattern, Segment};
@@ -33,13 +34,129 @@ impl Hasher for IdHasher {
     }
 }
 
-type SubSet = HashMap<u64, Arc<SubShared>, BuildHasherDefault<IdHasher>>;
+/// A map that is a plain vector while small and a hash map once it holds more than [`SPILL`] entries.
+///
+/// Most trie nodes have one or two children and one or two subscribers; a vector keeps those cheap to
+/// create, scan and free, while the hash map keeps a node with thousands of children (or subscribers) at
+/// O(1) per lookup, so publish cost stays independent of non-matching subscriptions.
+#[derive(Debug)]
+enum SmallMap<K, V, S> {
+    Few(Vec<(K, V)>),
+    Many(HashMap<K, V, S>),
+}
+
+/// Entries above which a [`SmallMap`] becomes a hash map.
+const SPILL: usize = 8;
+/// Entries at or below which a spilled [`SmallMap`] goes back to a vector (hysteresis avoids flapping).
+const UNSPILL: usize = 2;
+
+impl<K, V, S> Default for SmallMap<K, V, S> {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher + Default> SmallMap<K, V, S> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Few(v) => v.is_empty(),
+            Self::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            Self::Few(v) => v.iter().find(|(k, _)| k.borrow() == key).map(|(_, v)| v),
+            Self::Many(m) => m.get(key),
+        }
+    }
+
+    fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            Self::Few(v) => v
+                .iter_mut()
+                .find(|(k, _)| k.borrow() == key)
+                .map(|(_, v)| v),
+            Self::Many(m) => m.get_mut(key),
+        }
+    }
+
+    /// Inserts a key the caller knows is absent.
+    fn insert_new(&mut self, key: K, value: V) {
+        match self {
+            Self::Few(v) if v.len() < SPILL => v.push((key, value)),
+            Self::Few(v) => {
+                let mut m: HashMap<K, V, S> =
+                    HashMap::with_capacity_and_hasher(SPILL * 2, S::default());
+                m.extend(v.drain(..));
+                m.insert(key, value);
+                *self = Self::Many(m);
+            }
+            Self::Many(m) => {
+                m.insert(key, value);
+            }
+        }
+    }
+
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            Self::Few(v) => {
+                let i = v.iter().position(|(k, _)| k.borrow() == key)?;
+                let (_, value) = v.swap_remove(i);
+                if v.is_empty() {
+                    // Give the allocation back, not just the entry.
+                    *v = Vec::new();
+                }
+                Some(value)
+            }
+            Self::Many(m) => {
+                let value = m.remove(key)?;
+                if m.len() <= UNSPILL {
+                    *self = Self::Few(m.drain().collect());
+                }
+                Some(value)
+            }
+        }
+    }
+
+    fn for_each_value(&self, mut f: impl FnMut(&V)) {
+        match self {
+            Self::Few(v) => v.iter().for_each(|(_, x)| f(x)),
+            Self::Many(m) => m.values().for_each(f),
+        }
+    }
+
+    #[cfg(test)]
+    fn values_sum(&self, f: impl Fn(&V) -> usize) -> usize {
+        let mut n = 0;
+        self.for_each_value(|v| n += f(v));
+        n
+    }
+
+    fn take_values(&mut self) -> Vec<V> {
+        match std::mem::take(self) {
+            Self::Few(v) => v.into_iter().map(|(_, x)| x).collect(),
+            Self::Many(m) => m.into_values().collect(),
+        }
+    }
+}
+
+type SubSet = SmallMap<u64, Arc<SubShared>, BuildHasherDefault<IdHasher>>;
 
 /// One trie node.
 #[derive(Debug, Default)]
 struct Node {
     /// Children for literal segments.
-    literals: HashMap<Box<str>, Node>,
+    literals: SmallMap<Box<str>, Node, RandomState>,
     /// Child for a one-segment `*`.
     star: Option<Box<Node>>,
     /// Subscribers whose pattern ends exactly here.
@@ -58,28 +175,34 @@ impl Node {
 
     #[cfg(test)]
     fn count_nodes(&self) -> usize {
-        1 + self.literals.values().map(Node::count_nodes).sum::<usize>()
+        1 + self.literals.values_sum(Node::count_nodes)
             + self.star.as_ref().map_or(0, |s| s.count_nodes())
     }
 
-    fn insert(&mut self, segs: &[Segment], rest: bool, sub: &Arc<SubShared>, created: &mut usize) {
+    fn insert(
+        &mut self,
+        raw: &str,
+        segs: &[Segment],
+        rest: bool,
+        sub: &Arc<SubShared>,
+        created: &mut usize,
+    ) {
         let Some((first, tail)) = segs.split_first() else {
             let set = if rest {
                 &mut self.rest
             } else {
                 &mut self.exact
             };
-            set.insert(sub.id(), Arc::clone(sub));
+            set.insert_new(sub.id(), Arc::clone(sub));
             return;
         };
         match first {
-            Segment::Literal(lit) => self
-                .literal_child(lit, created)
-                .insert(tail, rest, sub, created),
+            Segment::Literal(lit) => {
+                self.insert_literal(lit.of(raw), raw, tail, rest, sub, created)
+            }
             Segment::AnyOf(alts) => {
                 for alt in alts {
-                    self.literal_child(alt, created)
-                        .insert(tail, rest, sub, created);
+                    self.insert_literal(alt.of(raw), raw, tail, rest, sub, created);
                 }
             }
             Segment::Star => self
@@ -88,43 +211,60 @@ impl Node {
                     *created += 1;
                     Box::default()
                 })
-                .insert(tail, rest, sub, created),
+                .insert(raw, tail, rest, sub, created),
         }
     }
 
-    fn literal_child(&mut self, lit: &str, created: &mut usize) -> &mut Node {
-        self.literals.entry(lit.into()).or_insert_with(|| {
-            *created += 1;
-            Node::default()
-        })
+    fn insert_literal(
+        &mut self,
+        lit: &str,
+        raw: &str,
+        tail: &[Segment],
+        rest: bool,
+        sub: &Arc<SubShared>,
+        created: &mut usize,
+    ) {
+        // Look up first so an existing child costs no key allocation.
+        if let Some(child) = self.literals.get_mut(lit) {
+            child.insert(raw, tail, rest, sub, created);
+            return;
+        }
+        let mut child = Node::default();
+        *created += 1;
+        child.insert(raw, tail, rest, sub, created);
+        self.literals.insert_new(lit.into(), child);
     }
 
     /// Removes `id` along the pattern's paths, pruning children left empty. Returns whether it was found.
-    fn remove(&mut self, segs: &[Segment], rest: bool, id: u64, pruned: &mut usize) -> bool {
+    fn remove(
+        &mut self,
+        raw: &str,
+        segs: &[Segment],
+        rest: bool,
+        id: u64,
+        pruned: &mut usize,
+    ) -> bool {
         let Some((first, tail)) = segs.split_first() else {
             let set = if rest {
                 &mut self.rest
             } else {
                 &mut self.exact
             };
-            let found = set.remove(&id).is_some();
-            if set.is_empty() {
-                // Give the table's memory back, not just its entries.
-                *set = SubSet::default();
-            }
-            return found;
+            return set.remove(&id).is_some();
         };
         let mut found = false;
         match first {
-            Segment::Literal(lit) => found |= self.remove_literal(lit, tail, rest, id, pruned),
+            Segment::Literal(lit) => {
+                found |= self.remove_literal(lit.of(raw), raw, tail, rest, id, pruned)
+            }
             Segment::AnyOf(alts) => {
                 for alt in alts {
-                    found |= self.remove_literal(alt, tail, rest, id, pruned);
+                    found |= self.remove_literal(alt.of(raw), raw, tail, rest, id, pruned);
                 }
             }
             Segment::Star => {
                 if let Some(star) = self.star.as_mut() {
-                    found = star.remove(tail, rest, id, pruned);
+                    found = star.remove(raw, tail, rest, id, pruned);
                     if star.is_empty() {
                         self.star = None;
                         *pruned += 1;
@@ -138,6 +278,7 @@ impl Node {
     fn remove_literal(
         &mut self,
         lit: &str,
+        raw: &str,
         tail: &[Segment],
         rest: bool,
         id: u64,
@@ -146,13 +287,10 @@ impl Node {
         let Some(child) = self.literals.get_mut(lit) else {
             return false;
         };
-        let found = child.remove(tail, rest, id, pruned);
+        let found = child.remove(raw, tail, rest, id, pruned);
         if child.is_empty() {
             self.literals.remove(lit);
             *pruned += 1;
-            if self.literals.is_empty() {
-                self.literals = HashMap::new();
-            }
         }
         found
     }
@@ -161,11 +299,11 @@ impl Node {
     /// has been consumed.
     fn walk(&self, topic: Option<&str>, f: &mut impl FnMut(&Arc<SubShared>)) {
         let Some(remaining) = topic else {
-            self.exact.values().for_each(&mut *f);
+            self.exact.for_each_value(&mut *f);
             return;
         };
         // At least one segment remains: every trailing-`*` subscriber here matches.
-        self.rest.values().for_each(&mut *f);
+        self.rest.for_each_value(&mut *f);
         let (seg, tail) = match remaining.split_once(':') {
             Some((seg, tail)) => (seg, Some(tail)),
             None => (remaining, None),
@@ -179,9 +317,9 @@ impl Node {
     }
 
     fn drain_into(&mut self, out: &mut Vec<Arc<SubShared>>) {
-        out.extend(self.exact.drain().map(|(_, s)| s));
-        out.extend(self.rest.drain().map(|(_, s)| s));
-        for (_, mut child) in self.literals.drain() {
+        out.extend(self.exact.take_values());
+        out.extend(self.rest.take_values());
+        for mut child in self.literals.take_values() {
             child.drain_into(out);
         }
         if let Some(mut star) = self.star.take() {
@@ -227,8 +365,13 @@ impl Index {
 
     pub(crate) fn insert(&mut self, pattern: &Pattern, sub: &Arc<SubShared>) {
         let mut created = 0;
-        self.root
-            .insert(pattern.segments(), pattern.rest(), sub, &mut created);
+        self.root.insert(
+            pattern.raw(),
+            pattern.segments(),
+            pattern.rest(),
+            sub,
+            &mut created,
+        );
         self.nodes += created;
         self.subscriptions += 1;
     }
@@ -236,9 +379,13 @@ impl Index {
     /// Removes a subscription; a no-op if it is not there (e.g. after `close`).
     pub(crate) fn remove(&mut self, pattern: &Pattern, id: u64) -> bool {
         let mut pruned = 0;
-        let found = self
-            .root
-            .remove(pattern.segments(), pattern.rest(), id, &mut pruned);
+        let found = self.root.remove(
+            pattern.raw(),
+            pattern.segments(),
+            pattern.rest(),
+            id,
+            &mut pruned,
+        );
         self.nodes -= pruned;
         if found {
             self.subscriptions -= 1;

@@ -15,9 +15,6 @@ pub const MAX_SEGMENTS: usize = 32;
 /// the number of index entries a single subscription costs; this bound keeps that cost small.
 pub const MAX_EXPANSIONS: usize = 256;
 
-/// Characters that may not appear in a topic segment (they are pattern syntax).
-const RESERVED: [char; 4] = ['*', '{', '}', ','];
-
 /// Why a topic or pattern was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -139,27 +136,24 @@ fn check_shape(s: &str) -> Result<(), (usize, usize, SyntaxReason)> {
 }
 
 /// Checks one literal segment (a topic segment or a brace alternative).
+///
+/// Byte-level on purpose: this runs for every publish, and the reserved characters are all ASCII.
 fn check_literal(seg: &str) -> Result<(), SyntaxReason> {
-    if seg.is_empty() {
+    let bytes = seg.as_bytes();
+    let Some(&first) = bytes.first() else {
         return Err(SyntaxReason::EmptySegment);
+    };
+    for &b in bytes {
+        if matches!(b, b'*' | b'{' | b'}' | b',') {
+            return Err(SyntaxReason::ReservedChar(char::from(b)));
+        }
     }
-    if let Some(c) = seg.chars().find(|c| RESERVED.contains(c)) {
-        return Err(SyntaxReason::ReservedChar(c));
-    }
-    if seg.trim().is_empty() {
+    // A whitespace-only segment starts with ASCII whitespace or a multi-byte (possibly Unicode
+    // whitespace) character; only then is the full Unicode-aware check needed.
+    if (first.is_ascii_whitespace() || !first.is_ascii()) && seg.trim().is_empty() {
         return Err(SyntaxReason::BlankSegment);
     }
     Ok(())
-}
-
-/// Iterates `(index, byte offset, segment)`.
-fn segments(s: &str) -> impl Iterator<Item = (usize, usize, &str)> {
-    let mut offset = 0;
-    s.split(':').enumerate().map(move |(i, seg)| {
-        let at = offset;
-        offset += seg.len() + 1;
-        (i, at, seg)
-    })
 }
 
 /// Validates a topic: `:`-separated, non-empty segments, no `*{},`, no whitespace-only segment, at most
@@ -172,21 +166,48 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
         reason,
     };
     check_shape(topic).map_err(|(s, p, r)| fail(s, p, r))?;
-    for (i, at, seg) in segments(topic) {
+    let mut at = 0;
+    for (i, seg) in topic.split(':').enumerate() {
         check_literal(seg).map_err(|r| fail(i, at, r))?;
+        at += seg.len() + 1;
     }
     Ok(())
 }
 
-/// One parsed pattern segment.
+/// Byte range of a literal inside the pattern text (patterns are at most 1024 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u16,
+    end: u16,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Self {
+        // Both are <= MAX_TOPIC_LEN, checked before any span is made.
+        let clamp = |x: usize| u16::try_from(x).unwrap_or(u16::MAX);
+        Self {
+            start: clamp(start),
+            end: clamp(end),
+        }
+    }
+
+    /// The literal's text within `raw` (the pattern it was parsed from).
+    pub(crate) fn of(self, raw: &str) -> &str {
+        raw.get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
+    }
+}
+
+/// One parsed pattern segment. Literals are spans into the pattern text: parsing allocates only the
+/// text, the segment list and one list per brace group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Segment {
     /// Matches exactly this text.
-    Literal(Box<str>),
+    Literal(Span),
     /// `*` not in last position: matches exactly one segment.
     Star,
     /// `{a,b,c}`: matches any listed literal (deduplicated, in written order).
-    AnyOf(Box<[Box<str>]>),
+    AnyOf(Box<[Span]>),
 }
 
 /// A parsed, validated subscription pattern.
@@ -232,20 +253,24 @@ impl Pattern {
             reason,
         };
         check_shape(pattern).map_err(|(s, p, r)| fail(s, p, r))?;
-        let count = pattern.split(':').count();
-        let mut segs = Vec::with_capacity(count);
+        let mut segs = Vec::new();
         let mut rest = false;
         let mut expansions: usize = 1;
-        for (i, at, seg) in segments(pattern) {
-            let parsed = parse_segment(seg).map_err(|r| fail(i, at, r))?;
+        let mut start = 0;
+        for i in 0.. {
+            let end = pattern[start..]
+                .find(':')
+                .map_or(pattern.len(), |p| start + p);
+            let last = end == pattern.len();
+            let parsed = parse_segment(pattern, start, end).map_err(|r| fail(i, start, r))?;
             match parsed {
-                Segment::Star if i + 1 == count => rest = true,
+                Segment::Star if last => rest = true,
                 Segment::AnyOf(ref alts) => {
                     expansions = expansions.saturating_mul(alts.len());
                     if expansions > MAX_EXPANSIONS {
                         return Err(fail(
                             i,
-                            at,
+                            start,
                             SyntaxReason::TooManyExpansions {
                                 max: MAX_EXPANSIONS,
                             },
@@ -255,6 +280,10 @@ impl Pattern {
                 }
                 other => segs.push(other),
             }
+            if last {
+                break;
+            }
+            start = end + 1;
         }
         Ok(Self {
             raw: pattern.into(),
@@ -265,6 +294,11 @@ impl Pattern {
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The text the segments' spans point into.
+    pub(crate) fn raw(&self) -> &str {
         &self.raw
     }
 
@@ -281,27 +315,29 @@ impl Pattern {
     /// publish path; it exists for tests, diagnostics and as the benchmark baseline.
     pub fn matches(&self, topic: &str) -> bool {
         let topic: Vec<&str> = topic.split(':').collect();
-        match_slices(&self.segments, self.rest, &topic)
+        match_slices(&self.raw, &self.segments, self.rest, &topic)
     }
 }
 
-fn match_slices(pat: &[Segment], rest: bool, topic: &[&str]) -> bool {
+fn match_slices(raw: &str, pat: &[Segment], rest: bool, topic: &[&str]) -> bool {
     match (pat.split_first(), topic.split_first()) {
         (None, None) => !rest,
         (None, Some(_)) => rest,
         (Some(_), None) => false,
         (Some((p, pat_tail)), Some((t, topic_tail))) => {
             let hit = match p {
-                Segment::Literal(l) => **l == **t,
+                Segment::Literal(l) => l.of(raw) == *t,
                 Segment::Star => true,
-                Segment::AnyOf(alts) => alts.iter().any(|a| **a == **t),
+                Segment::AnyOf(alts) => alts.iter().any(|a| a.of(raw) == *t),
             };
-            hit && match_slices(pat_tail, rest, topic_tail)
+            hit && match_slices(raw, pat_tail, rest, topic_tail)
         }
     }
 }
 
-fn parse_segment(seg: &str) -> Result<Segment, SyntaxReason> {
+/// Parses `raw[start..end]`.
+fn parse_segment(raw: &str, start: usize, end: usize) -> Result<Segment, SyntaxReason> {
+    let seg = &raw[start..end];
     if seg.is_empty() {
         return Err(SyntaxReason::EmptySegment);
     }
@@ -315,31 +351,33 @@ fn parse_segment(seg: &str) -> Result<Segment, SyntaxReason> {
         if inner.is_empty() {
             return Err(SyntaxReason::EmptyBraces);
         }
-        let mut alts: Vec<Box<str>> = Vec::new();
+        let mut alts: Vec<Span> = Vec::new();
+        let mut at = start + 1;
         for alt in inner.split(',') {
             if alt.is_empty() {
                 return Err(SyntaxReason::EmptyAlternative);
             }
-            if alt.contains(['*', '{', '}']) {
+            if alt.bytes().any(|b| matches!(b, b'*' | b'{' | b'}')) {
                 return Err(SyntaxReason::NonLiteralAlternative);
             }
             check_literal(alt)?;
-            if !alts.iter().any(|a| **a == *alt) {
-                alts.push(alt.into());
+            if !alts.iter().any(|a| a.of(raw) == alt) {
+                alts.push(Span::new(at, at + alt.len()));
             }
+            at += alt.len() + 1;
         }
-        return Ok(if alts.len() == 1 {
-            Segment::Literal(alts.remove(0))
-        } else {
-            Segment::AnyOf(alts.into_boxed_slice())
+        return Ok(match alts.as_slice() {
+            [one] => Segment::Literal(*one),
+            _ => Segment::AnyOf(alts.into_boxed_slice()),
         });
     }
-    if seg.contains('*') {
-        return Err(SyntaxReason::PartialWildcard);
-    }
-    if seg.contains(['{', '}', ',']) {
-        return Err(SyntaxReason::PartialBrace);
+    for b in seg.bytes() {
+        match b {
+            b'*' => return Err(SyntaxReason::PartialWildcard),
+            b'{' | b'}' | b',' => return Err(SyntaxReason::PartialBrace),
+            _ => {}
+        }
     }
     check_literal(seg)?;
-    Ok(Segment::Literal(seg.into()))
+    Ok(Segment::Literal(Span::new(start, end)))
 }
