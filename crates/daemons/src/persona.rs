@@ -1,0 +1,3 @@
+//! AI personas: users whose replies are generated, with bounded long-running state.
+
+pub mod state;

@@ -1,0 +1,693 @@
+//! A persona's long-running state as a pure value (the seed's Rust priority 1).
+//!
+//! Personas run for days; in the original they were where memory grew without bound. Here every
+//! collection is bounded (inbox, rooms, reply window), time is passed in as milliseconds instead of
+//! read from a clock, and all decisions come from [`PersonaState::tick`], a pure function of the
+//! state and `now`. The daemon around it only feeds messages in, calls `tick` on the cadence that
+//! [`PersonaState::next_tick_in`] asks for, carries out the returned [`Action`]s and snapshots the
+//! value. That makes every behaviour (overflow, moods, rate limits, energy) testable without
+//! tasks, timers or I/O.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Milliseconds since the Unix epoch (or any fixed origin; only differences matter).
+pub type Millis = u64;
+
+/// Tunables. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersonaConfig {
+    /// Inbox bound; on overflow the lowest-priority item is dropped and counted.
+    pub inbox_capacity: usize,
+    /// Items older than this are dropped at the next tick (a stale question is not answered).
+    pub max_item_age_ms: u64,
+    /// Replies allowed per `rate_window_ms`.
+    pub max_replies: usize,
+    /// Sliding window of the reply rate limit.
+    pub rate_window_ms: u64,
+    /// Energy spent per reply (energy is 0.0..=1.0).
+    pub energy_per_reply: f32,
+    /// Energy regained per second.
+    pub energy_recovery_per_sec: f32,
+    /// Below this energy the persona is tired and rests.
+    pub tired_below: f32,
+    /// Resting lasts until energy is back above this.
+    pub rested_above: f32,
+    /// Inbox load (len / capacity) at which the persona is overwhelmed.
+    pub overwhelmed_load: f32,
+    /// Generation time (ms) the persona may spend per `rate_window_ms`; past it, it counts as tired.
+    pub compute_budget_ms: u64,
+    /// Most replies decided in one tick when overwhelmed (triage); otherwise one.
+    pub overwhelmed_replies_per_tick: usize,
+    /// Bound on rooms followed.
+    pub max_rooms: usize,
+    /// Bound on the text kept per inbox item, in bytes.
+    pub max_text_bytes: usize,
+    /// Tick cadence per mood.
+    pub tick_idle_ms: u64,
+    /// Tick cadence when active.
+    pub tick_active_ms: u64,
+    /// Tick cadence when tired.
+    pub tick_tired_ms: u64,
+    /// Tick cadence when overwhelmed.
+    pub tick_overwhelmed_ms: u64,
+}
+
+impl Default for PersonaConfig {
+    fn default() -> Self {
+        PersonaConfig {
+            inbox_capacity: 256,
+            max_item_age_ms: 10 * 60 * 1000,
+            max_replies: 6,
+            rate_window_ms: 60_000,
+            energy_per_reply: 0.1,
+            energy_recovery_per_sec: 0.01,
+            tired_below: 0.2,
+            rested_above: 0.5,
+            overwhelmed_load: 0.75,
+            compute_budget_ms: 30_000,
+            overwhelmed_replies_per_tick: 2,
+            max_rooms: 1024,
+            max_text_bytes: 4096,
+            tick_idle_ms: 5_000,
+            tick_active_ms: 1_000,
+            tick_tired_ms: 10_000,
+            tick_overwhelmed_ms: 500,
+        }
+    }
+}
+
+/// How the persona feels, derived from inbox load, energy and compute spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mood {
+    /// Nothing to do.
+    Idle,
+    /// Working through the inbox.
+    Active,
+    /// Out of energy or compute budget: resting.
+    Tired,
+    /// The inbox is nearly full: triage, highest priority first.
+    Overwhelmed,
+}
+
+/// A message waiting for the persona's attention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxItem {
+    /// The chat message id.
+    pub message_id: String,
+    /// Room it was posted in.
+    pub room_id: String,
+    /// Who wrote it.
+    pub sender_id: String,
+    /// The text (truncated to `max_text_bytes`).
+    pub text: String,
+    /// Higher is more urgent (a direct mention beats ambient chatter).
+    pub priority: u8,
+    /// When it arrived.
+    pub received_at: Millis,
+}
+
+/// What the persona decided to do at a tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Generate and post a reply to this message.
+    Reply {
+        /// The item being answered.
+        item: InboxItem,
+    },
+    /// Recover energy until this time.
+    Rest {
+        /// When resting ends at the earliest.
+        until: Millis,
+    },
+    /// Nothing to do.
+    Idle,
+}
+
+/// What happened to an item offered to the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Offered {
+    /// Queued.
+    Accepted,
+    /// Queued, and this lower-priority item was dropped to make room.
+    Displaced(InboxItem),
+    /// Not queued: it had the lowest priority of all.
+    Rejected,
+    /// Not queued: the persona does not follow that room.
+    NotFollowing,
+    /// Not queued: already in the inbox (same message id).
+    Duplicate,
+}
+
+/// Counters kept across snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PersonaCounters {
+    /// Items accepted into the inbox.
+    pub received: u64,
+    /// Items dropped or rejected because the inbox was full.
+    pub dropped_overflow: u64,
+    /// Items dropped because they grew stale.
+    pub dropped_stale: u64,
+    /// Replies decided.
+    pub replies: u64,
+    /// Ticks where the rate limit held a reply back.
+    pub rate_limited: u64,
+    /// Ticks spent resting.
+    pub rests: u64,
+}
+
+/// The serialisable form of a persona's state (what is written to its database handle).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonaSnapshot {
+    /// Persona user id.
+    pub persona_id: String,
+    /// Inbox, highest priority first.
+    pub inbox: Vec<InboxItem>,
+    /// Energy 0.0..=1.0.
+    pub energy: f32,
+    /// Attention 0.0..=1.0.
+    pub attention: f32,
+    /// Mood at snapshot time.
+    pub mood: Mood,
+    /// Rooms followed.
+    pub rooms: Vec<String>,
+    /// Reply times inside the rate window.
+    pub recent_replies: Vec<Millis>,
+    /// Generation time spent inside the rate window: (when, ms).
+    pub recent_compute: Vec<(Millis, u64)>,
+    /// Resting until, if resting.
+    pub resting_until: Option<Millis>,
+    /// Last tick time.
+    pub last_tick: Millis,
+    /// Counters.
+    pub counters: PersonaCounters,
+}
+
+/// The live state. All methods are pure functions of `self` and their arguments.
+#[derive(Debug, Clone)]
+pub struct PersonaState {
+    persona_id: String,
+    config: PersonaConfig,
+    /// Keyed by (priority, reversed arrival sequence): the last entry is the highest priority,
+    /// oldest among equals (answered first); the first is the lowest priority, newest among
+    /// equals (dropped first on overflow).
+    inbox: BTreeMap<(u8, std::cmp::Reverse<u64>), InboxItem>,
+    seq: u64,
+    energy: f32,
+    attention: f32,
+    mood: Mood,
+    rooms: BTreeSet<String>,
+    recent_replies: VecDeque<Millis>,
+    recent_compute: VecDeque<(Millis, u64)>,
+    resting_until: Option<Millis>,
+    last_tick: Millis,
+    counters: PersonaCounters,
+}
+
+impl PersonaState {
+    /// A fresh persona: full energy, idle, empty inbox, following no rooms.
+    pub fn new(persona_id: impl Into<String>, config: PersonaConfig, now: Millis) -> Self {
+        PersonaState {
+            persona_id: persona_id.into(),
+            config,
+            inbox: BTreeMap::new(),
+            seq: 0,
+            energy: 1.0,
+            attention: 1.0,
+            mood: Mood::Idle,
+            rooms: BTreeSet::new(),
+            recent_replies: VecDeque::new(),
+            recent_compute: VecDeque::new(),
+            resting_until: None,
+            last_tick: now,
+            counters: PersonaCounters::default(),
+        }
+    }
+
+    /// The persona's id.
+    pub fn persona_id(&self) -> &str {
+        &self.persona_id
+    }
+    /// Current mood.
+    pub fn mood(&self) -> Mood {
+        self.mood
+    }
+    /// Current energy.
+    pub fn energy(&self) -> f32 {
+        self.energy
+    }
+    /// Current attention: how much of itself the persona can give the next message (falls as the
+    /// inbox fills and energy drains).
+    pub fn attention(&self) -> f32 {
+        self.attention
+    }
+    /// Items waiting.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+    /// Counters.
+    pub fn counters(&self) -> &PersonaCounters {
+        &self.counters
+    }
+    /// Rooms followed.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(String::as_str)
+    }
+    /// The configuration.
+    pub fn config(&self) -> &PersonaConfig {
+        &self.config
+    }
+
+    /// Follow a room. Returns false when already following or at the room bound.
+    pub fn follow(&mut self, room_id: &str) -> bool {
+        if self.rooms.contains(room_id) || self.rooms.len() >= self.config.max_rooms {
+            return false;
+        }
+        self.rooms.insert(room_id.to_owned())
+    }
+
+    /// Stop following a room and drop its waiting items.
+    pub fn unfollow(&mut self, room_id: &str) -> bool {
+        self.inbox.retain(|_, it| it.room_id != room_id);
+        self.rooms.remove(room_id)
+    }
+
+    /// Offer a message. On overflow the lowest-priority item (the newcomer, if it is the lowest)
+    /// is dropped and counted.
+    pub fn offer(&mut self, mut item: InboxItem) -> Offered {
+        if !self.rooms.contains(&item.room_id) {
+            return Offered::NotFollowing;
+        }
+        if self.inbox.values().any(|i| i.message_id == item.message_id) {
+            return Offered::Duplicate;
+        }
+        truncate_utf8(&mut item.text, self.config.max_text_bytes);
+        let capacity = self.config.inbox_capacity.max(1);
+        let mut displaced = None;
+        if self.inbox.len() >= capacity {
+            let lowest = self.inbox.keys().next().copied();
+            match lowest {
+                Some(key) if key.0 < item.priority => {
+                    displaced = self.inbox.remove(&key);
+                }
+                _ => {
+                    self.counters.dropped_overflow += 1;
+                    return Offered::Rejected;
+                }
+            }
+            self.counters.dropped_overflow += 1;
+        }
+        self.seq += 1;
+        self.inbox
+            .insert((item.priority, std::cmp::Reverse(self.seq)), item);
+        self.counters.received += 1;
+        self.update_mood();
+        match displaced {
+            Some(d) => Offered::Displaced(d),
+            None => Offered::Accepted,
+        }
+    }
+
+    /// Record generation time spent on a reply (counts against the compute budget).
+    pub fn record_compute(&mut self, now: Millis, ms: u64) {
+        self.recent_compute.push_back((now, ms));
+        // The window is pruned at every tick; this bound holds even if ticks stop.
+        while self.recent_compute.len() > self.config.max_replies.max(1) * 4 {
+            self.recent_compute.pop_front();
+        }
+    }
+
+    /// Decide what to do now. Pure: the result depends only on `self` and `now`.
+    pub fn tick(&mut self, now: Millis) -> Vec<Action> {
+        let elapsed = now.saturating_sub(self.last_tick);
+        self.last_tick = now.max(self.last_tick);
+        self.energy = (self.energy
+            + self.config.energy_recovery_per_sec * (elapsed as f32 / 1000.0))
+            .min(1.0);
+        self.prune_windows(now);
+        self.drop_stale(now);
+
+        if let Some(until) = self.resting_until {
+            if now < until || self.energy < self.config.rested_above {
+                self.update_mood();
+                self.counters.rests += 1;
+                return vec![Action::Rest {
+                    until: until.max(now + self.config.tick_tired_ms),
+                }];
+            }
+            self.resting_until = None;
+        }
+        self.update_mood();
+        if self.mood == Mood::Tired {
+            let until = now + self.config.tick_tired_ms;
+            self.resting_until = Some(until);
+            self.counters.rests += 1;
+            return vec![Action::Rest { until }];
+        }
+        if self.inbox.is_empty() {
+            return vec![Action::Idle];
+        }
+        let per_tick = if self.mood == Mood::Overwhelmed {
+            self.config.overwhelmed_replies_per_tick.max(1)
+        } else {
+            1
+        };
+        let mut actions = Vec::new();
+        for _ in 0..per_tick {
+            if self.recent_replies.len() >= self.config.max_replies {
+                self.counters.rate_limited += 1;
+                break;
+            }
+            if self.energy < self.config.energy_per_reply {
+                break;
+            }
+            let Some((_, item)) = self.inbox.pop_last() else {
+                break;
+            };
+            self.energy = (self.energy - self.config.energy_per_reply).max(0.0);
+            self.recent_replies.push_back(now);
+            self.counters.replies += 1;
+            actions.push(Action::Reply { item });
+        }
+        self.update_mood();
+        if actions.is_empty() {
+            actions.push(Action::Idle);
+        }
+        actions
+    }
+
+    /// How long until the next tick, following the mood.
+    pub fn next_tick_in(&self) -> u64 {
+        match self.mood {
+            Mood::Idle => self.config.tick_idle_ms,
+            Mood::Active => self.config.tick_active_ms,
+            Mood::Tired => self.config.tick_tired_ms,
+            Mood::Overwhelmed => self.config.tick_overwhelmed_ms,
+        }
+    }
+
+    fn prune_windows(&mut self, now: Millis) {
+        let start = now.saturating_sub(self.config.rate_window_ms);
+        while self.recent_replies.front().is_some_and(|t| *t < start) {
+            self.recent_replies.pop_front();
+        }
+        while self.recent_compute.front().is_some_and(|(t, _)| *t < start) {
+            self.recent_compute.pop_front();
+        }
+    }
+
+    fn drop_stale(&mut self, now: Millis) {
+        let max_age = self.config.max_item_age_ms;
+        let before = self.inbox.len();
+        self.inbox
+            .retain(|_, it| now.saturating_sub(it.received_at) <= max_age);
+        self.counters.dropped_stale += (before - self.inbox.len()) as u64;
+    }
+
+    fn compute_spent(&self) -> u64 {
+        self.recent_compute.iter().map(|(_, ms)| ms).sum()
+    }
+
+    fn update_mood(&mut self) {
+        let load = self.inbox.len() as f32 / self.config.inbox_capacity.max(1) as f32;
+        self.attention = (self.energy * (1.0 - load * 0.5)).clamp(0.0, 1.0);
+        self.mood = if self.energy < self.config.tired_below
+            || self.compute_spent() > self.config.compute_budget_ms
+            || self.resting_until.is_some()
+        {
+            Mood::Tired
+        } else if load >= self.config.overwhelmed_load {
+            Mood::Overwhelmed
+        } else if self.inbox.is_empty() {
+            Mood::Idle
+        } else {
+            Mood::Active
+        };
+    }
+
+    /// The serialisable form.
+    pub fn snapshot(&self) -> PersonaSnapshot {
+        PersonaSnapshot {
+            persona_id: self.persona_id.clone(),
+            inbox: self.inbox.values().rev().cloned().collect(),
+            energy: self.energy,
+            attention: self.attention,
+            mood: self.mood,
+            rooms: self.rooms.iter().cloned().collect(),
+            recent_replies: self.recent_replies.iter().copied().collect(),
+            recent_compute: self.recent_compute.iter().copied().collect(),
+            resting_until: self.resting_until,
+            last_tick: self.last_tick,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Rebuild from a snapshot, re-applying today's bounds (a snapshot from a larger config
+    /// is cut down, lowest priority first).
+    pub fn restore(snapshot: PersonaSnapshot, config: PersonaConfig) -> Self {
+        let mut s = PersonaState::new(snapshot.persona_id, config, snapshot.last_tick);
+        for room in snapshot.rooms {
+            s.follow(&room);
+        }
+        // The snapshot lists highest priority first, oldest first among equals. Re-offer lowest
+        // priority first (a stable sort keeps oldest first among equals), so arrival order
+        // survives and a smaller bound drops the least important.
+        let mut counters = snapshot.counters;
+        let mut items = snapshot.inbox;
+        items.sort_by_key(|i| i.priority);
+        for item in items {
+            if matches!(s.offer(item), Offered::Rejected | Offered::Displaced(_)) {
+                counters.dropped_overflow += 1;
+            }
+        }
+        s.energy = snapshot.energy.clamp(0.0, 1.0);
+        s.recent_replies = snapshot.recent_replies.into();
+        s.recent_compute = snapshot.recent_compute.into();
+        s.resting_until = snapshot.resting_until;
+        s.counters = counters;
+        s.update_mood();
+        s
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, priority: u8, at: Millis) -> InboxItem {
+        InboxItem {
+            message_id: id.into(),
+            room_id: "general".into(),
+            sender_id: "joel".into(),
+            text: format!("message {id}"),
+            priority,
+            received_at: at,
+        }
+    }
+
+    fn persona(config: PersonaConfig) -> PersonaState {
+        let mut p = PersonaState::new("p1", config, 0);
+        p.follow("general");
+        p
+    }
+
+    #[test]
+    fn inbox_overflow_drops_the_lowest_priority_and_counts_it() {
+        let mut p = persona(PersonaConfig {
+            inbox_capacity: 3,
+            ..Default::default()
+        });
+        assert_eq!(p.offer(item("a", 5, 0)), Offered::Accepted);
+        assert_eq!(p.offer(item("b", 1, 0)), Offered::Accepted);
+        assert_eq!(p.offer(item("c", 3, 0)), Offered::Accepted);
+        // A higher priority item displaces the lowest (b).
+        match p.offer(item("d", 9, 0)) {
+            Offered::Displaced(d) => assert_eq!(d.message_id, "b"),
+            other => panic!("{other:?}"),
+        }
+        // A newcomer lower than everything is itself the one dropped.
+        assert_eq!(p.offer(item("e", 2, 0)), Offered::Rejected);
+        assert_eq!(p.inbox_len(), 3);
+        assert_eq!(p.counters().dropped_overflow, 2);
+        assert_eq!(p.counters().received, 4);
+        assert_eq!(p.offer(item("d", 9, 0)), Offered::Duplicate);
+        let mut other_room = item("z", 9, 0);
+        other_room.room_id = "elsewhere".into();
+        assert_eq!(p.offer(other_room), Offered::NotFollowing);
+    }
+
+    #[test]
+    fn tick_replies_to_the_highest_priority_first_fifo_among_equals() {
+        let mut p = persona(PersonaConfig::default());
+        p.offer(item("low", 1, 0));
+        p.offer(item("hi-1", 7, 0));
+        p.offer(item("hi-2", 7, 0));
+        let ids: Vec<String> = (1..=3)
+            .flat_map(|t| p.tick(t * 1000))
+            .filter_map(|a| match a {
+                Action::Reply { item } => Some(item.message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, vec!["hi-1", "hi-2", "low"]);
+        assert_eq!(p.tick(4000), vec![Action::Idle]);
+        assert_eq!(p.mood(), Mood::Idle);
+    }
+
+    #[test]
+    fn mood_follows_inbox_load_and_cadence_follows_mood() {
+        let mut p = persona(PersonaConfig {
+            inbox_capacity: 4,
+            ..Default::default()
+        });
+        assert_eq!(p.mood(), Mood::Idle);
+        assert_eq!(p.next_tick_in(), 5_000);
+        p.offer(item("a", 1, 0));
+        assert_eq!(p.mood(), Mood::Active);
+        assert_eq!(p.next_tick_in(), 1_000);
+        p.offer(item("b", 1, 0));
+        p.offer(item("c", 1, 0));
+        assert_eq!(p.mood(), Mood::Overwhelmed);
+        assert_eq!(p.next_tick_in(), 500);
+        // Overwhelmed: triage two replies in one tick.
+        let replies = p
+            .tick(100)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Reply { .. }))
+            .count();
+        assert_eq!(replies, 2);
+        assert_eq!(p.mood(), Mood::Active);
+    }
+
+    #[test]
+    fn energy_drains_per_reply_then_the_persona_rests_and_recovers() {
+        let mut p = persona(PersonaConfig {
+            energy_per_reply: 0.3,
+            tired_below: 0.2,
+            rested_above: 0.5,
+            energy_recovery_per_sec: 0.1,
+            max_replies: 100,
+            ..Default::default()
+        });
+        for i in 0..5 {
+            p.offer(item(&format!("m{i}"), 1, 0));
+        }
+        // 1.0 -> 0.7 -> 0.4 -> 0.1 (tired)
+        for t in 0..3 {
+            assert!(matches!(p.tick(t)[0], Action::Reply { .. }));
+        }
+        assert!((p.energy() - 0.1).abs() < 1e-3, "{}", p.energy());
+        assert_eq!(p.mood(), Mood::Tired);
+        assert_eq!(p.next_tick_in(), 10_000);
+        let rest = p.tick(3);
+        assert!(matches!(rest[0], Action::Rest { .. }), "{rest:?}");
+        // 2 s later energy is 0.3: still below rested_above, keeps resting.
+        assert!(matches!(p.tick(2_003)[0], Action::Rest { .. }));
+        // 10 s after the rest began energy is 1.0 (capped) and resting is over.
+        let after = p.tick(12_003);
+        assert!(matches!(after[0], Action::Reply { .. }), "{after:?}");
+        assert!(p.counters().rests >= 2);
+    }
+
+    #[test]
+    fn reply_rate_limit_holds_replies_back_within_the_window() {
+        let mut p = persona(PersonaConfig {
+            max_replies: 2,
+            rate_window_ms: 10_000,
+            energy_per_reply: 0.0,
+            ..Default::default()
+        });
+        for i in 0..4 {
+            p.offer(item(&format!("m{i}"), 1, 0));
+        }
+        assert!(matches!(p.tick(1)[0], Action::Reply { .. }));
+        assert!(matches!(p.tick(2)[0], Action::Reply { .. }));
+        assert_eq!(p.tick(3), vec![Action::Idle]);
+        assert_eq!(p.counters().rate_limited, 1);
+        assert_eq!(p.inbox_len(), 2);
+        // The window slides: after 10 s the first reply no longer counts.
+        assert!(matches!(p.tick(10_002)[0], Action::Reply { .. }));
+    }
+
+    #[test]
+    fn compute_budget_overrun_makes_the_persona_tired() {
+        let mut p = persona(PersonaConfig {
+            compute_budget_ms: 1_000,
+            ..Default::default()
+        });
+        p.offer(item("a", 1, 0));
+        p.record_compute(0, 1_500);
+        let a = p.tick(10);
+        assert!(matches!(a[0], Action::Rest { .. }), "{a:?}");
+        assert_eq!(p.mood(), Mood::Tired);
+    }
+
+    #[test]
+    fn stale_items_are_dropped_and_counted() {
+        let mut p = persona(PersonaConfig {
+            max_item_age_ms: 1_000,
+            ..Default::default()
+        });
+        p.offer(item("old", 9, 0));
+        p.offer(item("new", 1, 1_500));
+        let a = p.tick(1_600);
+        match &a[0] {
+            Action::Reply { item } => assert_eq!(item.message_id, "new"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.counters().dropped_stale, 1);
+    }
+
+    #[test]
+    fn snapshot_restore_round_trips_and_reapplies_bounds() {
+        let mut p = persona(PersonaConfig::default());
+        p.follow("dev");
+        for i in 0..10 {
+            p.offer(item(&format!("m{i}"), (i % 3) as u8, i));
+        }
+        p.tick(100);
+        let snap = p.snapshot();
+        let json = serde_json::to_string(&snap).expect("serialize");
+        let back: PersonaSnapshot = serde_json::from_str(&json).expect("deserialize");
+        let q = PersonaState::restore(back.clone(), PersonaConfig::default());
+        assert_eq!(q.snapshot(), snap);
+        // Restored under a smaller bound: keeps the 4 most important.
+        let small = PersonaState::restore(
+            back,
+            PersonaConfig {
+                inbox_capacity: 4,
+                ..Default::default()
+            },
+        );
+        assert_eq!(small.inbox_len(), 4);
+        assert!(small.snapshot().inbox.iter().all(|i| i.priority >= 1));
+    }
+
+    #[test]
+    fn text_is_truncated_on_a_char_boundary() {
+        let mut p = persona(PersonaConfig {
+            max_text_bytes: 5,
+            ..Default::default()
+        });
+        let mut it = item("a", 1, 0);
+        it.text = "héllo wörld".into();
+        p.offer(it);
+        assert_eq!(p.snapshot().inbox[0].text, "héll");
+    }
+}
