@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod pool;
+pub mod timers;
 
 pub use pool::{CpuPool, Placement, PoolConfig, PoolError, PoolStats, PoolTask};
+pub use timers::{Spawner, TimerError, Timers, live_timer_tasks};
