@@ -1,10 +1,12 @@
 //! The in-process daemon runtime. It knows no application daemon: the binary registers them.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod limits;
 pub mod pool;
 pub mod timers;
 
+pub use cache::{BoundedCache, CacheStats};
 pub use limits::{
     KeyedRateLimitError, KeyedRateLimiter, Quota, RateLimited, RateLimiter, Semaphore,
 };
