@@ -122,6 +122,9 @@ impl Timers {
     }
 
     /// A registry spawning timer futures through `spawner`.
+    ///
+    /// The spawner is called with the registry's lock held: it must only spawn, never call
+    /// back into this `Timers`.
     pub fn with_spawner(spawner: Spawner) -> Self {
         let mut timers = Self::new();
         timers.spawner = Some(spawner);
