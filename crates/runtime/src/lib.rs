@@ -44,5 +44,12 @@ pub use runtime::{
 };
 pub use spec::{CommandSpec, DaemonSpec, OverflowPolicy, ParamSpec, RestartPolicy};
 
+pub use cache::{BoundedCache, CacheStats};
 /// The protocol's error codes, re-exported for daemon authors.
 pub use daemonhost_protocol::ErrorCode;
+pub use lag::{LagProbe, LagSnapshot};
+pub use limits::{
+    KeyedRateLimitError, KeyedRateLimiter, Quota, RateLimited, RateLimiter, Semaphore,
+};
+pub use pool::{CpuPool, Placement, PoolConfig, PoolError, PoolStats, PoolTask};
+pub use timers::{Spawner, TimerError, Timers, live_timer_tasks};

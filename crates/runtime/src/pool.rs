@@ -211,11 +211,12 @@ impl CpuPool {
                 .fetch_add(1, Ordering::Relaxed);
             return self.spawn_fallback(f, tx, rx);
         }
-        let inner = Arc::clone(&self.inner);
+        // Released when the job ends, or if the job were ever dropped without running.
+        let slot = PendingSlot(Arc::clone(&self.inner));
         pool.spawn(move || {
-            let result = run_caught(f, &inner.panics);
-            inner.completed_pool.fetch_add(1, Ordering::Relaxed);
-            inner.pending.fetch_sub(1, Ordering::AcqRel);
+            let result = run_caught(f, &slot.0.panics);
+            slot.0.completed_pool.fetch_add(1, Ordering::Relaxed);
+            drop(slot);
             // The receiver may be gone (task dropped): nothing to do then.
             let _ = tx.send(result);
         });
@@ -278,6 +279,15 @@ impl CpuPool {
             fallbacks_unavailable: i.fallbacks_unavailable.load(Ordering::Relaxed),
             panics: i.panics.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One reserved unit of `pending`, released on drop.
+struct PendingSlot(Arc<Inner>);
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -463,6 +473,21 @@ mod tests {
         let s = p.stats();
         assert_eq!(s.fallbacks_unavailable, 1);
         assert_eq!(s.completed_blocking, 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_queued_pool_jobs_finish() {
+        let p = pool(1, 4);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let running = p.spawn(move || release_rx.recv().is_ok());
+        let queued = p.spawn(|| 9);
+        assert_eq!(queued.placement(), Placement::Pool);
+        p.shutdown();
+        release_tx.send(()).expect("release");
+        assert_eq!(running.await, Ok(true));
+        assert_eq!(queued.await, Ok(9));
+        let s = p.stats();
+        assert_eq!((s.completed_pool, s.pending), (2, 0));
     }
 
     #[tokio::test]

@@ -122,6 +122,9 @@ impl Timers {
     }
 
     /// A registry spawning timer futures through `spawner`.
+    ///
+    /// The spawner is called with the registry's lock held: it must only spawn, never call
+    /// back into this `Timers`.
     pub fn with_spawner(spawner: Spawner) -> Self {
         let mut timers = Self::new();
         timers.spawner = Some(spawner);
@@ -298,9 +301,9 @@ mod tests {
     use super::*;
     use tokio::sync::mpsc;
 
-    /// Timer tests run in parallel threads and share the global counter, so they are
-    /// serialised by this lock where they assert on `live_timer_tasks()`.
-    static COUNTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    /// Tests run in parallel threads and share the global live-task counter, so every test
+    /// that creates timers holds this lock (crate-wide: other modules' tests create none).
+    pub(crate) static COUNTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -315,6 +318,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ticks_at_the_period_first_after_one_period() {
+        let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let start = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -352,6 +356,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancel_stops_a_timer() {
+        let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("x", ms(10), ticker(tx))
@@ -366,6 +371,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn missed_ticks_are_skipped_and_ticks_never_overlap() {
+        let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let start = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -417,7 +423,7 @@ mod tests {
         assert_eq!(rx.recv().await, None);
         tokio::time::timeout(Duration::from_secs(5), async {
             while live_timer_tasks() != base {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(ms(1)).await;
             }
         })
         .await
@@ -446,7 +452,7 @@ mod tests {
         while rx.recv().await.is_some() {}
         tokio::time::timeout(Duration::from_secs(5), async {
             while live_timer_tasks() != base {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(ms(1)).await;
             }
         })
         .await
@@ -470,6 +476,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bounded_number_of_timers() {
+        let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new().with_max_timers(2);
         t.register_interval("a", ms(10), || async {}).expect("a");
         t.register_interval("b", ms(10), || async {}).expect("b");
@@ -494,6 +501,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn custom_spawner_is_used() {
+        let _l = COUNTER_LOCK.lock().await;
         let spawned = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&spawned);
         let spawner: Spawner = Arc::new(move |fut| {
@@ -510,6 +518,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn panicking_tick_ends_only_that_timer() {
+        let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("bad", ms(10), || async { panic!("tick failed") })
