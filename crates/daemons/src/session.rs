@@ -10,6 +10,8 @@
 //! access first pops the expired front of that index (so an expired session is never returned),
 //! and ONE interval timer registered with the daemon's timers sweeps the same way, so memory is
 //! given back even when nobody calls. Sessions do not slide: `session/get` does not extend them.
+//!
+//! Events: `session:created` (data: the session) and `session:destroyed` (data: `{id}`).
 
 use crate::system::{kind, opt_u64, params_object, req_str};
 use daemonhost_runtime::{
@@ -253,7 +255,7 @@ impl Daemon for SessionDaemon {
 
     async fn handle(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         state: &SessionState,
         req: Request,
     ) -> Result<Value, DaemonError> {
@@ -303,7 +305,11 @@ impl Daemon for SessionDaemon {
                     self.cfg.max_sessions,
                 );
                 match created {
-                    Ok(s) => Ok(s.to_json()),
+                    Ok(s) => {
+                        let v = s.to_json();
+                        ctx.publish("session:created", v.clone());
+                        Ok(v)
+                    }
                     Err(CreateError::Full { max }) => Err(DaemonError::overloaded(format!(
                         "the session store is full ({max} live sessions); destroy some or retry after they expire"
                     ))),
@@ -319,7 +325,9 @@ impl Daemon for SessionDaemon {
             }
             "session/destroy" => {
                 let id = parse_id(p)?;
-                if state.store.lock().destroy(now, &id) {
+                let destroyed = state.store.lock().destroy(now, &id);
+                if destroyed {
+                    ctx.publish("session:destroyed", json!({"id": id.to_string()}));
                     Ok(json!({"id": id.to_string(), "destroyed": true}))
                 } else {
                     Err(not_found(&id))
