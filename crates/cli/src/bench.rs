@@ -255,19 +255,29 @@ pub async fn run_load(
     let start = Instant::now();
     let measure_from = start + opts.warmup;
     let stop_at = measure_from + opts.duration;
-    let mut tasks = Vec::with_capacity(opts.connections);
-    for _ in 0..opts.connections {
-        tasks.push(tokio::spawn(drive(
-            socket.to_path_buf(),
-            opts.clone(),
-            start,
-            measure_from,
-            stop_at,
-        )));
+    // One OS thread with a single-threaded runtime per connection: no work stealing and no
+    // cross-thread wake-ups on the client side, so its overhead stays small and stable.
+    let mut threads = Vec::with_capacity(opts.connections);
+    for i in 0..opts.connections {
+        let socket = socket.to_path_buf();
+        let opts = opts.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("bench-{i}"))
+            .spawn(move || -> anyhow::Result<ConnResult> {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(drive(socket, opts, start, measure_from, stop_at))
+            })
+            .context("cannot start a benchmark thread")?;
+        threads.push(t);
     }
     let mut total = ConnResult::default();
-    for t in tasks {
-        let r = t.await.context("a benchmark connection panicked")??;
+    for t in threads {
+        let r = tokio::task::spawn_blocking(move || t.join())
+            .await
+            .context("joining a benchmark thread")?
+            .map_err(|_| anyhow::anyhow!("a benchmark connection panicked"))??;
         total.hist.merge(&r.hist);
         total.ok += r.ok;
         total.errors += r.errors;

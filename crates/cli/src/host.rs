@@ -55,6 +55,7 @@ pub const EXIT_ALREADY_RUNNING: u8 = 3;
 pub fn run(opts: &RunOptions, process_start: Instant) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(opts.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
         .enable_all()
         .thread_name("daemonhost")
         .build()
