@@ -75,8 +75,16 @@ struct DataDir {
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<Result<DataDir, String>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set mode 0700 on data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot inspect data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set mode 0700 on data dir {}", dir.display()))?;
+        tracing::debug!(dir = %dir.display(), from = format!("{mode:o}"), "Set the data dir's mode to 0700");
+    }
     let lock_path = dir.join(LOCK_NAME);
     let mut lock = OpenOptions::new()
         .read(true)

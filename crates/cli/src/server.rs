@@ -18,11 +18,14 @@
 //! produced them. Above `OUTBOX_HIGH` bytes the reader stops reading requests and stops taking
 //! events (the bus then counts them as lag), so a client that does not read cannot make the host
 //! buffer without bound. Measured: the earlier design (every chunk through a channel to the
-//! writer task) cost one extra task wake-up per batch, about 40 % more host CPU per request.
+//! writer task) cost one extra task wake-up per batch: 4.3 µs of host CPU per pipelined `ping`
+//! against 3.25 µs now.
 //!
 //! Malformed input follows `docs/PROTOCOL.md`: an undecodable body is answered `bad_request`
 //! (with the id it could recover) and the connection goes on; a declared length above the
-//! maximum is answered `frame_too_large` with id null and the connection is closed; invalid
+//! maximum is answered `frame_too_large` with id null and the connection is closed (answers
+//! already encoded go out before it; requests still in flight on that connection are abandoned,
+//! since the peer's framing can no longer be trusted); invalid
 //! responses/events from the peer are never answered (that could ping-pong between two buggy
 //! peers) but are logged and counted.
 //!
