@@ -21,7 +21,7 @@
 use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
-use daemonhost_daemons::{HostCounters, SystemConfig, register_system};
+use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
@@ -215,8 +215,9 @@ async fn run_async(
             event_buffer: cfg.host.event_buffer,
             max_connections: cfg.host.max_connections,
         },
-        counters,
+        Arc::clone(&counters),
     );
+    let startup_counters = counters;
     tracing::info!(socket = %data.socket.display(), pid = std::process::id(), "Listening");
 
     runtime.start();
@@ -230,7 +231,13 @@ async fn run_async(
     };
     let stopped_by = tokio::select! {
         (report, first) = startup => {
-            print_summary(&data, &report, bound_at, first, process_start.elapsed());
+            let all_at = process_start.elapsed();
+            let _ = startup_counters.startup.set(HostStartup {
+                socket_bound_ms: ms(bound_at),
+                first_command_ms: ms(first.0),
+                all_ready_ms: ms(all_at),
+            });
+            print_summary(&data, &report, bound_at, first, all_at);
             if let Err(e) = sd_notify::notify(&[
                 sd_notify::NotifyState::Ready,
                 sd_notify::NotifyState::Status(&format!("{} daemons ready, {} failed", report.ready.len(), report.failed.len())),

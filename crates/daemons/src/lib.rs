@@ -11,5 +11,6 @@ pub mod system;
 
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{
-    EventsDaemon, HealthDaemon, HostCounters, SystemConfig, SystemDaemon, register_system,
+    EventsDaemon, HealthDaemon, HostCounters, HostStartup, SystemConfig, SystemDaemon,
+    register_system,
 };

@@ -24,8 +24,8 @@ use daemonhost_runtime::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Queue bound of the `system` daemon. `ping` is the command benchmarks and health checks
 /// hammer from many pipelining connections at once (each may have 1024 requests in flight), so
@@ -59,6 +59,20 @@ pub struct HostCounters {
     pub subscriptions_open: AtomicU64,
     /// Events (and lag markers) written to connections.
     pub events_forwarded: AtomicU64,
+    /// The host's own startup timings, set once when startup has settled; reported by
+    /// `system/startup`.
+    pub startup: OnceLock<HostStartup>,
+}
+
+/// How long the host took to become useful, measured from process start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HostStartup {
+    /// The socket was bound (clients could connect and queue requests).
+    pub socket_bound_ms: f64,
+    /// The first command (an in-process `ping` through the router) was answered.
+    pub first_command_ms: f64,
+    /// Every daemon was READY or failed.
+    pub all_ready_ms: f64,
 }
 
 /// A point-in-time copy of [`HostCounters`].
@@ -119,7 +133,9 @@ impl HostCounters {
 /// Register every system daemon. The one place the binary (and tests) add them.
 pub fn register_system(builder: &mut RuntimeBuilder, cfg: &SystemConfig) {
     builder
-        .register(SystemDaemon)
+        .register(SystemDaemon {
+            host: Arc::clone(&cfg.host),
+        })
         .register(HealthDaemon {
             host: Arc::clone(&cfg.host),
         })
@@ -201,8 +217,11 @@ fn millis(d: std::time::Duration) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 /// `ping`, `list`, `help` and `system/startup`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemDaemon;
+#[derive(Debug, Clone, Default)]
+pub struct SystemDaemon {
+    /// The socket server's counters and the host's startup timings.
+    pub host: Arc<HostCounters>,
+}
 
 impl Daemon for SystemDaemon {
     type State = ();
@@ -264,6 +283,7 @@ impl Daemon for SystemDaemon {
                     .map(|r| r.daemon.clone());
                 Ok(json!({
                     "uptime_ms": millis(ctx.runtime().uptime()),
+                    "host": self.host.startup.get(),
                     "count": reports.len(),
                     "slowest": slowest,
                     "daemons": reports,

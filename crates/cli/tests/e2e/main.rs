@@ -82,11 +82,25 @@ async fn every_system_command_answers_over_the_socket() {
     assert!(metrics["process"]["rss_bytes"].as_u64().unwrap_or(0) > 0);
     assert!(metrics["host"]["connections_open"].as_u64().unwrap_or(0) >= 1);
     assert!(metrics["host"]["requests"].as_u64().unwrap_or(0) >= 4);
-    let startup = c
-        .call("system/startup", Value::Null, t)
-        .await
-        .expect("startup");
+    // The host's own timings appear once its startup has settled (microseconds after READY).
+    let deadline = std::time::Instant::now() + WAIT;
+    let startup = loop {
+        let s = c
+            .call("system/startup", Value::Null, t)
+            .await
+            .expect("startup");
+        if !s["host"].is_null() || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(startup["count"], status["count"]);
+    let host_ms = &startup["host"];
+    assert!(
+        host_ms["socket_bound_ms"].as_f64().unwrap_or(-1.0) >= 0.0,
+        "{startup}"
+    );
+    assert!(host_ms["first_command_ms"].as_f64() >= host_ms["socket_bound_ms"].as_f64());
 
     let s = c
         .call("session/create", json!({"metadata": {"user": "joel"}}), t)
