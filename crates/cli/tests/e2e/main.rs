@@ -480,7 +480,9 @@ async fn socket_is_0600_and_data_dir_is_0700() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_subscriber_gets_a_lagged_marker_and_loses_nothing_silently() {
-    const N: u64 = 20_000;
+    // ~200 bytes per event: 40,000 events are more than the connection's outbox bound (4 MiB)
+    // plus the socket buffers, so a subscriber that reads nothing must lose some.
+    const N: u64 = 40_000;
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(
