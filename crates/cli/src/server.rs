@@ -61,7 +61,9 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Bytes waiting in a connection's outbox above which the reader pauses (backpressure).
+/// Bytes waiting in a connection's outbox above which the reader pauses (backpressure): it reads
+/// no requests and takes no events until the writer has drained below it. The outbox is thus
+/// bounded by this plus the answers to requests already in flight (at most `max_in_flight`).
 const OUTBOX_HIGH: usize = 4 << 20;
 /// Events encoded per wake-up before the reader looks at its other work again.
 const EVENT_BATCH: usize = 64;
