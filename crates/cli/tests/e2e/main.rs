@@ -751,3 +751,80 @@ async fn bench_tool_reports_throughput_latency_and_startup() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_bound_holds_by_not_reading_and_nothing_is_dropped() {
+    const N: u64 = 3_000;
+    let tmp = tempdir();
+    let cfg = tmp.path().join("host.toml");
+    std::fs::write(&cfg, "[host]\nmax_in_flight_per_connection = 4\n").expect("write");
+    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let (mut r, mut w) = split(host.raw().await);
+    let writer = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for id in 1..=N {
+            all.extend_from_slice(&request_frame(id, "ping", Value::Null));
+        }
+        send(&mut w, &all).await;
+        w
+    });
+    let mut seen = HashSet::new();
+    for _ in 0..N {
+        let resp = r.response().await;
+        assert!(resp.outcome.is_ok(), "{resp:?}");
+        assert!(seen.insert(resp.id.expect("id")));
+    }
+    let _w = writer.await.expect("writer");
+    // Only this connection sent pings: the system daemon never saw more than 4 at once.
+    let c = host.client().await;
+    let st = c
+        .call("health/status", Value::Null, Some(WAIT))
+        .await
+        .expect("status");
+    let system = st["daemons"]
+        .as_array()
+        .expect("daemons")
+        .iter()
+        .find(|d| d["name"] == "system")
+        .expect("system daemon");
+    assert!(
+        system["peak_queue_depth"].as_u64().expect("peak") <= 4,
+        "{system}"
+    );
+    // N socket pings plus the host's own first-command ping at startup.
+    assert_eq!(system["handled"].as_u64(), Some(N + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_with_overloaded() {
+    let tmp = tempdir();
+    let cfg = tmp.path().join("host.toml");
+    std::fs::write(&cfg, "[host]\nmax_connections = 2\n").expect("write");
+    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let a = host.client().await;
+    let b = host.client().await;
+    for c in [&a, &b] {
+        c.call("ping", Value::Null, Some(WAIT))
+            .await
+            .expect("within the limit");
+    }
+    let (mut r, _w) = split(host.raw().await);
+    let resp = r.response().await;
+    assert_eq!((resp.id, err_code(&resp)), (None, ErrorCode::Overloaded));
+    assert!(
+        r.next_body().await.is_none(),
+        "refused connection is closed"
+    );
+    drop(a);
+    // A slot frees once the first connection has ended.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (mut r, mut w) = split(host.raw().await);
+        send(&mut w, &request_frame(1, "ping", Value::Null)).await;
+        if r.response().await.outcome.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
