@@ -802,13 +802,24 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
     std::fs::write(&cfg, "[host]\nmax_connections = 2\n").expect("write");
     let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
     let a = host.client().await;
-    let b = host.client().await;
-    for c in [&a, &b] {
-        c.call("ping", Value::Null, Some(WAIT))
+    // The harness's readiness probe is a connection too: wait until only `a` is open.
+    eventually("the probe connection to close", || async {
+        a.call("health/metrics", Value::Null, Some(WAIT))
             .await
-            .expect("within the limit");
-    }
-    let (mut r, _w) = split(host.raw().await);
+            .map(|m| m["host"]["connections_open"].as_u64() == Some(1))
+            .unwrap_or(false)
+    })
+    .await;
+    let b = daemonhost_protocol::Client::connect(&host.socket)
+        .await
+        .expect("second connection");
+    b.call("ping", Value::Null, Some(WAIT))
+        .await
+        .expect("within the limit");
+    let third = tokio::net::UnixStream::connect(&host.socket)
+        .await
+        .expect("connect");
+    let (mut r, _w) = split(third);
     let resp = r.response().await;
     assert_eq!((resp.id, err_code(&resp)), (None, ErrorCode::Overloaded));
     assert!(
@@ -819,9 +830,16 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
     // A slot frees once the first connection has ended.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let (mut r, mut w) = split(host.raw().await);
-        send(&mut w, &request_frame(1, "ping", Value::Null)).await;
-        if r.response().await.outcome.is_ok() {
+        let stream = tokio::net::UnixStream::connect(&host.socket)
+            .await
+            .expect("connect");
+        let (mut r, mut w) = split(stream);
+        // A refused connection may already be closed when we write.
+        let wrote =
+            tokio::io::AsyncWriteExt::write_all(&mut w, &request_frame(1, "ping", Value::Null))
+                .await
+                .is_ok();
+        if wrote && r.response().await.outcome.is_ok() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no slot freed");
