@@ -1,6 +1,278 @@
-//! The `daemonhost` binary.
+//! The `daemonhost` binary: one executable, several roles.
+//!
+//! - `daemonhost run` — the host: data dir, lock, socket, every daemon ([`host`], [`server`]).
+//! - `daemonhost call COMMAND [--key=value …]` — one command, pretty JSON ([`call`]).
+//! - `daemonhost status` / `daemonhost events PATTERN` — operator views ([`status`], [`events`]).
+//! - `daemonhost bench` — load and startup measurements ([`bench`]).
+//!
+//! (`daemonhost worker KIND --socket PATH`, the out-of-process worker role, joins this list when
+//! worker processes land; the subcommand enum is where it goes.)
+//!
+//! Exit codes: 0 success; 1 the command failed; 2 no host is running; 3 another host already
+//! runs on the data dir; 64 bad command-line usage.
 #![forbid(unsafe_code)]
 
-fn main() -> anyhow::Result<()> {
+mod bench;
+mod call;
+mod config;
+mod events;
+mod host;
+mod server;
+mod status;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Exit code for bad command-line usage (BSD `EX_USAGE`), distinct from 2 = "no host running".
+pub const EXIT_USAGE: u8 = 64;
+
+/// Run many long-lived daemons in one process and talk to them over a Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "daemonhost", version, about, propagate_version = true)]
+struct Cli {
+    /// The data dir: holds the socket `daemonhost.sock` and the lock.
+    #[arg(long, global = true, default_value = ".daemonhost", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Connect to this socket instead of DIR/daemonhost.sock (client commands).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Log level or filter (e.g. `debug`, `info,daemonhost=trace`); default: RUST_LOG, else
+    /// `info` for `run` and `warn` for the others.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host in the foreground until SIGINT/SIGTERM.
+    Run {
+        /// A TOML config file (every setting has a default).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Call one command and print its result as JSON (exit 0 ok, 1 error, 2 no host).
+    #[command(
+        after_help = "PARAMS: --key=value or --key value (numbers, booleans and values \
+        starting with { or [ are JSON), a bare --flag is true, --params '{...}' merges an object; \
+        the last occurrence of a key wins. --json and --timeout are understood after COMMAND too; \
+        after a lone -- every flag is a parameter.\n\nExample: daemonhost call session/create \
+        --metadata '{\"user\":\"joel\"}' --ttl_secs 60"
+    )]
+    Call {
+        /// Print one compact JSON line instead of pretty JSON.
+        #[arg(long)]
+        json: bool,
+        /// Deadline (e.g. 30s, 500ms); default 10 s, 60 s for ai/*, 300 s for genome/*.
+        #[arg(long, value_parser = call::parse_duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
+        /// The command, e.g. `ping`, `health/status`, `help`.
+        command: String,
+        /// Parameters.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PARAMS"
+        )]
+        params: Vec<String>,
+    },
+    /// Show every daemon: state, init times, queue depth, longest poll.
+    Status {
+        /// Print the raw health/status JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream events whose topic matches PATTERN as JSON lines until Ctrl-C.
+    Events {
+        /// Topic pattern, e.g. `system:daemon:*` or `data:*:created`.
+        pattern: String,
+        /// Exit after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Measure a running host (req/s and latency), or with --startup the time to first ping.
+    Bench {
+        /// Command to send.
+        #[arg(long, default_value = "ping")]
+        command: String,
+        /// Its params as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Connections.
+        #[arg(long, short = 'c', default_value_t = 4)]
+        connections: usize,
+        /// Requests in flight per connection (1 = sequential round trips).
+        #[arg(long, short = 'd', default_value_t = 64)]
+        depth: usize,
+        /// Measured duration.
+        #[arg(long, value_parser = call::parse_duration, default_value = "5s")]
+        duration: Duration,
+        /// Unmeasured warmup before it.
+        #[arg(long, value_parser = call::parse_duration, default_value = "1s")]
+        warmup: Duration,
+        /// Instead: spawn `daemonhost run` in a temp dir and time spawn → first ping answered.
+        #[arg(long)]
+        startup: bool,
+        /// Repetitions for --startup.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(level: Option<&str>, default: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => {
+            EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("bad --log-level '{l}': {e}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     Ok(())
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    cli.socket
+        .clone()
+        .unwrap_or_else(|| cli.data_dir.join(host::SOCKET_NAME))
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> ExitCode {
+    let process_start = Instant::now();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
+    match dispatch(&cli, process_start) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(call::EXIT_FAILED)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
+    let is_run = matches!(cli.command, Command::Run { .. });
+    init_logging(
+        cli.log_level.as_deref(),
+        if is_run { "info" } else { "warn" },
+    )?;
+    let socket = socket_path(cli);
+    match &cli.command {
+        Command::Run { config } => host::run(
+            &host::RunOptions {
+                data_dir: cli.data_dir.clone(),
+                config: config.clone(),
+            },
+            process_start,
+        ),
+        Command::Call {
+            json,
+            timeout,
+            command,
+            params,
+        } => Ok(client_runtime()?.block_on(call::run(&socket, command, params, *json, *timeout))),
+        Command::Status { json } => Ok(client_runtime()?.block_on(status::run(&socket, *json))),
+        Command::Events { pattern, count } => {
+            Ok(client_runtime()?.block_on(events::run(&socket, pattern, *count)))
+        }
+        Command::Bench {
+            command,
+            params,
+            connections,
+            depth,
+            duration,
+            warmup,
+            startup,
+            runs,
+            json,
+        } => {
+            if *startup {
+                return bench::run_startup(*runs, *json);
+            }
+            let params = match serde_json::from_str::<serde_json::Value>(params) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => {
+                    eprintln!("error: --params must be a JSON object");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            let opts = bench::LoadOptions {
+                command: command.clone(),
+                params,
+                connections: *connections,
+                depth: *depth,
+                duration: *duration,
+                warmup: *warmup,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::run_load(&socket, opts, *json))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::Path;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn call_keeps_params_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "daemonhost",
+            "--data-dir",
+            "/tmp/x",
+            "call",
+            "data/list",
+            "--limit",
+            "5",
+            "--json",
+        ])
+        .expect("parse");
+        let Command::Call {
+            command,
+            params,
+            json,
+            ..
+        } = &cli.command
+        else {
+            panic!("not call: {cli:?}");
+        };
+        assert_eq!(command, "data/list");
+        assert_eq!(params, &["--limit", "5", "--json"]);
+        assert!(!json, "--json after COMMAND is handled by call.rs");
+        assert_eq!(socket_path(&cli), Path::new("/tmp/x/daemonhost.sock"));
+    }
 }

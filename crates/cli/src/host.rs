@@ -1,0 +1,377 @@
+//! `daemonhost run`: the host process.
+//!
+//! Order matters, and each step is here for a reason:
+//!
+//! 1. **Data dir** created with mode 0700: the socket's protection is the directory's.
+//! 2. **Lock** `DIR/daemonhost.lock` with an exclusive `flock` (non-blocking). Holding it is what
+//!    makes this host *the* host of the dir: a second one fails to take it and refuses with a
+//!    clear message. The kernel drops the lock when the process dies however it dies, so a
+//!    `kill -9` leaves no stale lock, only a stale socket file.
+//! 3. **Socket** `DIR/daemonhost.sock`: holding the lock, any socket file there is stale (its
+//!    host is dead), so it is unlinked and bound anew, mode 0600. This happens *before* any
+//!    daemon starts, so a client may connect and send at once: requests wait in startup queues.
+//! 4. **Daemons** start through the runtime's orchestrator; a short summary is printed (daemons
+//!    READY, time to the first answered command, time to all READY) and, under systemd
+//!    (`NOTIFY_SOCKET`), `READY=1` is sent once every daemon's core init has settled.
+//! 5. **SIGINT/SIGTERM**: stop accepting, answer new requests with `shutting_down`, let requests
+//!    in flight finish (bounded by `shutdown_grace_ms`), close connections, stop the daemons in
+//!    reverse dependency order, remove the socket file, exit 0. A second signal during shutdown
+//!    exits at once (socket still removed).
+
+use crate::config::Config;
+use crate::server::{self, ServerConfig};
+use anyhow::{Context as _, bail};
+use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
+use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
+use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// The socket's file name inside the data dir.
+pub const SOCKET_NAME: &str = "daemonhost.sock";
+/// The lock's file name inside the data dir.
+pub const LOCK_NAME: &str = "daemonhost.lock";
+
+/// What `daemonhost run` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The data dir (created if missing).
+    pub data_dir: PathBuf,
+    /// A TOML config file, if any.
+    pub config: Option<PathBuf>,
+}
+
+/// Exit code when another host holds the data dir.
+pub const EXIT_ALREADY_RUNNING: u8 = 3;
+
+/// Run the host until a signal stops it.
+pub fn run(opts: &RunOptions, process_start: Instant) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(opts.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .enable_all()
+        .thread_name("daemonhost")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(opts, cfg, process_start))
+}
+
+/// The data dir, its lock, and the socket path.
+#[derive(Debug)]
+struct DataDir {
+    dir: PathBuf,
+    socket: PathBuf,
+    /// Held for the life of the host: the exclusive lock lives as long as this handle.
+    _lock: File,
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<Result<DataDir, String>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot inspect data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set mode 0700 on data dir {}", dir.display()))?;
+        tracing::debug!(dir = %dir.display(), from = format!("{mode:o}"), "Set the data dir's mode to 0700");
+    }
+    let lock_path = dir.join(LOCK_NAME);
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = lock.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Ok(Err(format!(
+                "another daemonhost is already running on data dir {}{who}; stop it first, or use another --data-dir",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
+    // Best effort: the pid is only for the message a second host prints.
+    let _ = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| writeln!(lock, "{}", std::process::id()));
+    Ok(Ok(DataDir {
+        dir: dir.to_path_buf(),
+        socket: dir.join(SOCKET_NAME),
+        _lock: lock,
+    }))
+}
+
+/// Bind the socket, replacing a stale file (the caller holds the lock, so its host is dead).
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(_) => {
+            tracing::info!(socket = %socket.display(), "Replacing a stale socket left by a host that did not stop cleanly");
+            std::fs::remove_file(socket)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect {}", socket.display()));
+        }
+    }
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set mode 0600 on {}", socket.display()))?;
+    Ok(listener)
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn run_async(
+    opts: &RunOptions,
+    cfg: Config,
+    process_start: Instant,
+) -> anyhow::Result<ExitCode> {
+    // Signals first: a SIGTERM during startup must still remove the socket.
+    let mut signals = Signals::new()?;
+    let data = match prepare_data_dir(&opts.data_dir)? {
+        Ok(d) => d,
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            return Ok(ExitCode::from(EXIT_ALREADY_RUNNING));
+        }
+    };
+    let listener = bind(&data.socket)?;
+    let bound_at = process_start.elapsed();
+
+    let counters = Arc::new(HostCounters::default());
+    let mut builder = RuntimeBuilder::new(cfg.runtime_config());
+    register_system(
+        &mut builder,
+        &SystemConfig {
+            sessions: cfg.session_config(),
+            host: Arc::clone(&counters),
+        },
+    );
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = std::fs::remove_file(&data.socket);
+            bail!("{e}");
+        }
+    };
+    let mut server = server::spawn(
+        listener,
+        runtime.router(),
+        runtime.bus(),
+        ServerConfig {
+            max_frame_len: cfg.host.max_frame_bytes,
+            max_in_flight: cfg.host.max_in_flight_per_connection,
+            max_subscriptions: cfg.host.max_subscriptions_per_connection,
+            event_buffer: cfg.host.event_buffer,
+            max_connections: cfg.host.max_connections,
+        },
+        Arc::clone(&counters),
+    );
+    let startup_counters = counters;
+    tracing::info!(socket = %data.socket.display(), pid = std::process::id(), "Listening");
+
+    runtime.start();
+    let router = runtime.router();
+    let startup = async {
+        let first = async {
+            let r = router.ask("ping", Value::Null).await;
+            (process_start.elapsed(), r.is_ok())
+        };
+        tokio::join!(runtime.wait_settled(), first)
+    };
+    let stopped_by = tokio::select! {
+        (report, first) = startup => {
+            let all_at = process_start.elapsed();
+            let _ = startup_counters.startup.set(HostStartup {
+                socket_bound_ms: ms(bound_at),
+                first_command_ms: ms(first.0),
+                all_ready_ms: ms(all_at),
+            });
+            print_summary(&data, &report, bound_at, first, all_at);
+            if let Err(e) = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&format!("{} daemons ready, {} failed", report.ready.len(), report.failed.len())),
+            ]) {
+                tracing::warn!(error = %e, "Cannot notify systemd");
+            }
+            signals.recv().await
+        }
+        sig = signals.recv() => sig,
+    };
+
+    tracing::info!(signal = stopped_by, "Shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let shutdown = shutdown(&runtime, &mut server, &cfg);
+    tokio::pin!(shutdown);
+    let clean = tokio::select! {
+        () = &mut shutdown => true,
+        sig = signals.recv() => {
+            tracing::warn!(signal = sig, "Second signal: exiting without waiting");
+            false
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&data.socket)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, socket = %data.socket.display(), "Cannot remove the socket");
+    }
+    drop(data);
+    if clean {
+        eprintln!("daemonhost stopped ({stopped_by})");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn shutdown(runtime: &Runtime, server: &mut server::ServerHandle, cfg: &Config) {
+    let t0 = Instant::now();
+    server.begin_shutdown();
+    let grace = Duration::from_millis(cfg.host.shutdown_grace_ms);
+    if !server.drained(grace).await {
+        tracing::warn!(
+            grace_ms = cfg.host.shutdown_grace_ms,
+            "Requests still in flight after the grace period; the daemons will answer them shutting_down"
+        );
+    }
+    // Connections end first so their bus subscriptions are gone before the runtime checks.
+    let left = server.close(Duration::from_secs(1)).await;
+    if left > 0 {
+        tracing::warn!(tasks = left, "Connection tasks still running after close");
+    }
+    let report = runtime.shutdown().await;
+    tracing::info!(
+        stop_order = ?report.stop_order,
+        live_tasks = report.live_tasks,
+        live_subscriptions = report.live_subscriptions,
+        elapsed_ms = report.elapsed_ms,
+        "Daemons stopped"
+    );
+    tracing::debug!(elapsed_ms = ms(t0.elapsed()), "Shutdown complete");
+}
+
+fn print_summary(
+    data: &DataDir,
+    report: &StartupReport,
+    bound_at: Duration,
+    (first_at, first_ok): (Duration, bool),
+    all_at: Duration,
+) {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "daemonhost {} · pid {} · listening on {}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        data.socket.display()
+    ));
+    out.push_str(&format!(
+        "  {} daemons READY: {}\n",
+        report.ready.len(),
+        report.ready.join(", ")
+    ));
+    for f in &report.failed {
+        out.push_str(&format!("  FAILED {}: {}\n", f.daemon, f.cause));
+    }
+    out.push_str(&format!(
+        "  socket bound {:.2} ms · first command answered {:.2} ms{} · all READY {:.2} ms (after process start; orchestration {:.2} ms)\n",
+        ms(bound_at),
+        ms(first_at),
+        if first_ok { "" } else { " (with an error)" },
+        ms(all_at),
+        report.all_settled_ms,
+    ));
+    out.push_str(&format!("  data dir {}\n", data.dir.display()));
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn data_dir_is_0700_and_second_lock_is_refused() {
+        let tmp = tempfile::Builder::new()
+            .prefix("dh")
+            .tempdir_in("/tmp")
+            .expect("tmp");
+        let dir = tmp.path().join("data");
+        let first = prepare_data_dir(&dir).expect("io").expect("first");
+        let mode = std::fs::metadata(&dir).expect("meta").mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let second = prepare_data_dir(&dir).expect("io").expect_err("second");
+        assert!(second.contains("already running"), "{second}");
+        assert!(second.contains(&dir.display().to_string()), "{second}");
+        assert!(
+            second.contains(&format!("pid {}", std::process::id())),
+            "{second}"
+        );
+        drop(first);
+        assert!(prepare_data_dir(&dir).expect("io").is_ok());
+    }
+
+    #[tokio::test]
+    async fn bind_replaces_a_stale_socket_with_mode_0600() {
+        let tmp = tempfile::Builder::new()
+            .prefix("dh")
+            .tempdir_in("/tmp")
+            .expect("tmp");
+        let sock = tmp.path().join(SOCKET_NAME);
+        drop(std::os::unix::net::UnixListener::bind(&sock).expect("stale"));
+        assert!(sock.exists());
+        let _l = bind(&sock).expect("bind over stale");
+        let mode = std::fs::metadata(&sock).expect("meta").mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
