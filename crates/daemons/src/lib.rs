@@ -1,2 +1,3 @@
 //! The daemons daemonhost hosts.
 #![forbid(unsafe_code)]
+pub mod data;
