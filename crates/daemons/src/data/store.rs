@@ -952,25 +952,10 @@ fn update_record(
     version: Option<i64>,
 ) -> Result<Value, DataError> {
     let coll = &c.schema.collection;
-    let Some(Value::Object(mut record)) = select_by_id(conn, handle, c, id)? else {
-        return Err(DataError::NotFound {
-            collection: coll.clone(),
-            id: id.to_owned(),
-        });
-    };
-    let found = record.get("version").and_then(Value::as_i64).unwrap_or(0);
-    if let Some(expected) = version
-        && expected != found
-    {
-        return Err(DataError::VersionConflict {
-            collection: coll.clone(),
-            id: id.to_owned(),
-            expected,
-            found,
-        });
-    }
+    // Check every given field before touching the table: a bad name never reaches SQL.
     let mut sets = Vec::new();
     let mut params: Vec<Sql> = Vec::new();
+    let mut changed: Vec<(&FieldDef, Sql)> = Vec::new();
     for (k, v) in data {
         if k == "id" && v.as_str() == Some(id) {
             continue;
@@ -991,10 +976,30 @@ fn update_record(
             ));
         };
         let s = coerce(f, v).map_err(|r| DataError::validation(coll, k, r))?;
-        check_reference(conn, handle, store, c, f, &s)?;
-        record.insert(k.clone(), to_json(f.ty, s.clone()));
         sets.push(format!("{} = ?", q(k)));
-        params.push(s);
+        params.push(s.clone());
+        changed.push((f, s));
+    }
+    let Some(Value::Object(mut record)) = select_by_id(conn, handle, c, id)? else {
+        return Err(DataError::NotFound {
+            collection: coll.clone(),
+            id: id.to_owned(),
+        });
+    };
+    let found = record.get("version").and_then(Value::as_i64).unwrap_or(0);
+    if let Some(expected) = version
+        && expected != found
+    {
+        return Err(DataError::VersionConflict {
+            collection: coll.clone(),
+            id: id.to_owned(),
+            expected,
+            found,
+        });
+    }
+    for (f, s) in changed {
+        check_reference(conn, handle, store, c, f, &s)?;
+        record.insert(f.name.clone(), to_json(f.ty, s));
     }
     let now = now_text();
     sets.push("\"updatedAt\" = ?".into());
