@@ -404,7 +404,8 @@ async fn data_list_filters_order_and_pages_match_a_reference() {
             i.tag == "green"
         }),
     ];
-    let orders: Vec<(Value, fn(&Item, &Item) -> std::cmp::Ordering)> = vec![
+    type Cmp = fn(&Item, &Item) -> std::cmp::Ordering;
+    let orders: Vec<(Value, Cmp)> = vec![
         (json!([{"field": "a", "direction": "asc"}]), |x, y| {
             x.a.cmp(&y.a).then(x.id.cmp(&y.id))
         }),

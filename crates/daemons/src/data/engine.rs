@@ -719,14 +719,8 @@ mod tests {
         let mut overloaded = 0;
         for _ in 0..5 {
             let db2 = db.clone();
-            let (tx, rx) = oneshot::channel();
-            pending.push(tokio::spawn(async move {
-                let r = db2.write(|_| Ok(())).await;
-                let _ = tx.send(());
-                r
-            }));
+            pending.push(tokio::spawn(async move { db2.write(|_| Ok(())).await }));
             tokio::task::yield_now().await;
-            let _ = rx;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let _ = gate_tx.send(());

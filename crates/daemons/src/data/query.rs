@@ -390,7 +390,7 @@ pub fn encode_cursor(keys: &[OrderKey], values: &[Sql]) -> String {
 /// Decode a cursor for these keys; a cursor from another ordering is refused.
 pub fn decode_cursor(keys: &[OrderKey], cursor: &str) -> Result<Vec<Sql>, DataError> {
     let invalid = || bad("invalid cursor".into());
-    if cursor.len() % 2 != 0 || cursor.len() > 16_384 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 16_384 {
         return Err(invalid());
     }
     let bytes: Vec<u8> = (0..cursor.len())

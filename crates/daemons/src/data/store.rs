@@ -620,7 +620,7 @@ impl DataStore {
                 self.inner
                     .primary
                     .read(move |rc| {
-                        let mut rows: Vec<(Vec<Sql>, Map<String, Value>)> = Vec::new();
+                        let mut rows: Vec<KeyedRow> = Vec::new();
                         let mut total = 0u64;
                         for f in &files {
                             let conn = rc.get(f)?;
@@ -1129,6 +1129,9 @@ fn count_rows(
         .map_err(|e| DataError::sqlite(handle, "count", &e))
 }
 
+/// A row with its order-key values (for cursors and cross-file merges).
+type KeyedRow = (Vec<Sql>, Map<String, Value>);
+
 /// A validated list query.
 #[derive(Debug)]
 struct ListPlan {
@@ -1187,7 +1190,7 @@ impl ListPlan {
         conn: &Connection,
         handle: &str,
         from: &str,
-    ) -> Result<Vec<(Vec<Sql>, Map<String, Value>)>, DataError> {
+    ) -> Result<Vec<KeyedRow>, DataError> {
         let (sql, params) = self.sql(from);
         let key_idx: Vec<usize> = self
             .keys
@@ -1215,7 +1218,7 @@ impl ListPlan {
             .map_err(|e| DataError::sqlite(handle, "list", &e))
     }
 
-    fn page(&self, mut rows: Vec<(Vec<Sql>, Map<String, Value>)>) -> Page {
+    fn page(&self, mut rows: Vec<KeyedRow>) -> Page {
         let more = rows.len() > self.limit;
         rows.truncate(self.limit);
         let next_cursor = if more {
