@@ -236,11 +236,11 @@ impl Daemon for DataDaemon {
 
     async fn handle(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         state: &DataState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        dispatch(state, &req.command, req.params)
+        dispatch(ctx, state, &req.command, req.params)
             .await
             .map_err(|e| e.to_daemon_error())
     }
@@ -334,7 +334,22 @@ fn batch_op(i: usize, v: Value) -> Result<BatchOp, DataError> {
 /// Most operations in one `data/batch`.
 pub const MAX_BATCH: usize = 10_000;
 
-async fn dispatch(state: &DataState, command: &str, params: Value) -> Result<Value, DataError> {
+/// Batches larger than this are parsed on the CPU pool (keeps every poll of this daemon short).
+const INLINE_BATCH: usize = 256;
+
+fn parse_ops(ops: Vec<Value>) -> Result<Vec<BatchOp>, DataError> {
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, v)| batch_op(i, v))
+        .collect()
+}
+
+async fn dispatch(
+    ctx: &Context,
+    state: &DataState,
+    command: &str,
+    params: Value,
+) -> Result<Value, DataError> {
     let store = &state.store;
     let mut p = params_obj(params)?;
     let handle = handle_of(&p)?;
@@ -396,11 +411,13 @@ async fn dispatch(state: &DataState, command: &str, params: Value) -> Result<Val
                     ));
                 }
             };
-            let ops = ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| batch_op(i, v))
-                .collect::<Result<Vec<_>, _>>()?;
+            let ops = if ops.len() > INLINE_BATCH {
+                ctx.spawn_cpu(move || parse_ops(ops))
+                    .await
+                    .map_err(|e| DataError::BadRequest(format!("batch parsing failed: {e}")))??
+            } else {
+                parse_ops(ops)?
+            };
             let results = store.batch(&handle, ops).await?;
             Ok(json!({ "results": results }))
         }

@@ -475,6 +475,20 @@ pub fn parse_schema(file: &str, v: &Value) -> Result<CollectionSchema, Vec<Schem
         .map(|(i, f)| (f.name.clone(), i))
         .collect();
     let mut indexes: Vec<IndexDef> = Vec::new();
+    // A declared compound index whose first field is `f` already serves filters on `f`.
+    let led_by_compound = |f: &str| -> bool {
+        obj.get("indexes")
+            .and_then(Value::as_array)
+            .is_some_and(|l| {
+                l.iter().any(|d| {
+                    d.get("fields")
+                        .and_then(Value::as_array)
+                        .and_then(|a| a.first())
+                        .and_then(Value::as_str)
+                        == Some(f)
+                })
+            })
+    };
     for f in &fields {
         if f.unique {
             indexes.push(IndexDef {
@@ -482,7 +496,7 @@ pub fn parse_schema(file: &str, v: &Value) -> Result<CollectionSchema, Vec<Schem
                 fields: vec![f.name.clone()],
                 unique: true,
             });
-        } else if f.indexed {
+        } else if f.indexed && !led_by_compound(&f.name) {
             indexes.push(IndexDef {
                 name: format!("idx_{collection}_{}", f.name),
                 fields: vec![f.name.clone()],

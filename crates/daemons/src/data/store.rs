@@ -503,23 +503,30 @@ impl DataStore {
         let events = *handle == Handle::Primary;
         let hname = handle.as_string();
         let many = ops.len() > 1;
+        let db2 = db.clone();
         db.write_events(move |conn| {
             let mut out = Vec::with_capacity(ops.len());
             let mut evs: PendingEvents = Vec::new();
+            let mut seen = RefCache::new();
+            // Nobody listening: skip building event payloads.
+            let events = events && db2.has_subscribers();
             for (i, (op, c)) in ops.into_iter().zip(colls).enumerate() {
                 let at = |e: DataError| if many { prefix_op(i, e) } else { e };
                 let (topic, rec) = match op {
                     BatchOp::Create { id, data, .. } => (
                         "created",
-                        insert_record(conn, &hname, &store, &c, id, &data).map_err(at)?,
+                        insert_record(conn, &hname, &store, &c, id, &data, &mut seen)
+                            .map_err(at)?,
                     ),
                     BatchOp::Update {
                         id, data, version, ..
                     } => (
                         "updated",
-                        update_record(conn, &hname, &store, &c, &id, &data, version).map_err(at)?,
+                        update_record(conn, &hname, &store, &c, &id, &data, version, &mut seen)
+                            .map_err(at)?,
                     ),
                     BatchOp::Delete { id, .. } => {
+                        seen.clear();
                         ("deleted", delete_record(conn, &hname, &c, &id).map_err(at)?)
                     }
                 };
@@ -811,6 +818,9 @@ fn check_id(collection: &str, id: &str) -> Result<(), DataError> {
     Ok(())
 }
 
+/// References already confirmed within the current write job (cleared by any delete).
+type RefCache = std::collections::HashSet<(String, String)>;
+
 fn check_reference(
     conn: &Connection,
     handle: &str,
@@ -818,10 +828,15 @@ fn check_reference(
     c: &CollSql,
     f: &FieldDef,
     v: &Sql,
+    seen: &mut RefCache,
 ) -> Result<(), DataError> {
     let (Some(target), Sql::Text(id)) = (&f.references, v) else {
         return Ok(());
     };
+    let key = (target.clone(), id.clone());
+    if seen.contains(&key) {
+        return Ok(());
+    }
     // The target was checked to be a loaded collection when the schemas loaded.
     let Some(t) = store.colls.get(target) else {
         return Ok(());
@@ -840,6 +855,7 @@ fn check_reference(
             format!("references {target} record '{id}', which does not exist"),
         ));
     }
+    seen.insert(key);
     Ok(())
 }
 
@@ -874,6 +890,7 @@ fn insert_record(
     c: &CollSql,
     id: Option<String>,
     data: &Map<String, Value>,
+    seen: &mut RefCache,
 ) -> Result<Value, DataError> {
     let coll = &c.schema.collection;
     let mut id = id;
@@ -929,7 +946,7 @@ fn insert_record(
                     None => Sql::Null,
                     Some(v) => coerce(col, v).map_err(|r| DataError::validation(coll, name, r))?,
                 };
-                check_reference(conn, handle, store, c, col, &v)?;
+                check_reference(conn, handle, store, c, col, &v, seen)?;
                 v
             }
         };
@@ -950,6 +967,7 @@ fn update_record(
     id: &str,
     data: &Map<String, Value>,
     version: Option<i64>,
+    seen: &mut RefCache,
 ) -> Result<Value, DataError> {
     let coll = &c.schema.collection;
     // Check every given field before touching the table: a bad name never reaches SQL.
@@ -998,7 +1016,7 @@ fn update_record(
         });
     }
     for (f, s) in changed {
-        check_reference(conn, handle, store, c, f, &s)?;
+        check_reference(conn, handle, store, c, f, &s, seen)?;
         record.insert(f.name.clone(), to_json(f.ty, s));
     }
     let now = now_text();
