@@ -910,3 +910,38 @@ pub async fn assert_conserved(store: &DataStore, total: usize) -> (usize, usize)
     );
     (hot.len(), cold.len())
 }
+
+#[tokio::test]
+async fn data_large_batch_is_one_transaction() {
+    let dir = tempfile::tempdir().expect("tmp");
+    items_schema(dir.path());
+    let (rt, _) = boot(dir.path()).await;
+    let mut ops: Vec<Value> = (0..600)
+        .map(|i| json!({"operation": "create", "collection": "items", "data": {"a": i}}))
+        .collect();
+    ops.push(json!({"operation": "create", "collection": "items", "data": {"a": "not a number"}}));
+    let e = ask(&rt, "data/batch", json!({"operations": ops}))
+        .await
+        .expect_err("last op invalid");
+    assert!(e.message.contains("operations[600]"), "{e}");
+    assert_eq!(
+        ok(&rt, "data/count", json!({"collection": "items"})).await["count"],
+        0
+    );
+    ops.pop();
+    let r = ok(&rt, "data/batch", json!({"operations": ops})).await;
+    assert_eq!(r["results"].as_array().map(Vec::len), Some(600));
+    assert_eq!(
+        ok(&rt, "data/count", json!({"collection": "items"})).await["count"],
+        600
+    );
+    let e = ask(
+        &rt,
+        "data/batch",
+        json!({"operations": [{"operation": "upsert", "collection": "items"}]}),
+    )
+    .await
+    .expect_err("bad op");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    rt.shutdown().await;
+}

@@ -931,7 +931,7 @@ fn insert_record(
     };
     let now = now_text();
     let mut params: Vec<Sql> = Vec::with_capacity(c.cols.len());
-    let mut record = Map::with_capacity(c.cols.len());
+    let mut record = Map::new();
     for col in &c.cols {
         let v = match col.name.as_str() {
             "id" => Sql::Text(id.clone()),
@@ -950,7 +950,14 @@ fn insert_record(
                 v
             }
         };
-        record.insert(col.name.clone(), to_json(col.ty, v.clone()));
+        // JSON fields echo the given value instead of re-parsing what was just serialised.
+        let echoed = match (col.ty, data.get(&col.name)) {
+            (crate::data::schema::FieldType::Json, Some(given)) if !given.is_null() => {
+                given.clone()
+            }
+            _ => to_json(col.ty, v.clone()),
+        };
+        record.insert(col.name.clone(), echoed);
         params.push(v);
     }
     conn.prepare_cached(&c.insert)
@@ -959,6 +966,7 @@ fn insert_record(
     Ok(Value::Object(record))
 }
 
+#[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
 fn update_record(
     conn: &Connection,
     handle: &str,
