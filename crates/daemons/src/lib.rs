@@ -6,6 +6,7 @@
 //! `system/startup`, `events/*` and `session/*`. Application daemons will register here too.
 #![forbid(unsafe_code)]
 
+pub mod data;
 pub mod persona;
 pub mod session;
 pub mod system;

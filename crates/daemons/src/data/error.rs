@@ -1,0 +1,160 @@
+//! `DataError`: every failure at the data layer's seam, with the context needed to act on it,
+//! mapped onto the protocol's stable error codes by [`DataError::to_daemon_error`].
+//!
+//! The split that matters to callers: `Validation` / `BadRequest` are the caller's fault and
+//! name the field and rule; `NotFound` and `VersionConflict` are expected outcomes; `Overloaded`
+//! means "retry later" (a bounded queue was full); `Sqlite` / `Closed` are ours.
+
+use daemonhost_runtime::{DaemonError, ErrorCode};
+
+/// A failure in the data layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A value broke a schema rule.
+    #[error("{collection}.{field}: {reason}")]
+    Validation {
+        /// Collection being written or queried.
+        collection: String,
+        /// Field that broke the rule.
+        field: String,
+        /// The rule and the offending value, for people.
+        reason: String,
+    },
+    /// Parameters of the wrong shape (unknown operator, malformed cursor, bad identifier).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such collection in the loaded schemas.
+    #[error("unknown collection '{0}'")]
+    UnknownCollection(String),
+    /// No record with this id.
+    #[error("{collection}: no record with id '{id}'")]
+    NotFound {
+        /// Collection searched.
+        collection: String,
+        /// Id asked for.
+        id: String,
+    },
+    /// Optimistic concurrency: the record changed since the caller read it.
+    #[error("{collection}/{id}: version conflict: expected {expected}, found {found}")]
+    VersionConflict {
+        /// Collection.
+        collection: String,
+        /// Record id.
+        id: String,
+        /// Version the caller said it updated from.
+        expected: i64,
+        /// Version stored now.
+        found: i64,
+    },
+    /// A bounded queue in front of a database thread is full.
+    #[error("database '{handle}' is overloaded: {queue} queue full")]
+    Overloaded {
+        /// Handle name.
+        handle: String,
+        /// Which queue (`writer` / `reader`).
+        queue: &'static str,
+    },
+    /// The database thread has stopped.
+    #[error("database '{0}' is closed")]
+    Closed(String),
+    /// SQLite reported an error that is not the caller's fault.
+    #[error("sqlite error on '{handle}' during {op}: {message}")]
+    Sqlite {
+        /// Handle name.
+        handle: String,
+        /// What we were doing.
+        op: String,
+        /// SQLite's message.
+        message: String,
+    },
+    /// Filesystem trouble (creating directories, listing archive files).
+    #[error("io error at {path}: {message}")]
+    Io {
+        /// Path involved.
+        path: String,
+        /// The OS message.
+        message: String,
+    },
+}
+
+impl DataError {
+    /// A validation error.
+    pub fn validation(
+        collection: impl Into<String>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        DataError::Validation {
+            collection: collection.into(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wrap a rusqlite error with context.
+    pub fn sqlite(handle: &str, op: impl Into<String>, e: &rusqlite::Error) -> Self {
+        DataError::Sqlite {
+            handle: handle.to_owned(),
+            op: op.into(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Wrap an io error with its path.
+    pub fn io(path: &std::path::Path, e: &std::io::Error) -> Self {
+        DataError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The protocol code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DataError::Validation { .. } | DataError::VersionConflict { .. } => {
+                ErrorCode::Validation
+            }
+            DataError::BadRequest(_) | DataError::UnknownCollection(_) => ErrorCode::BadRequest,
+            DataError::NotFound { .. } => ErrorCode::NotFound,
+            DataError::Overloaded { .. } => ErrorCode::Overloaded,
+            DataError::Closed(_) => ErrorCode::Unavailable,
+            DataError::Sqlite { .. } | DataError::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The answer a daemon sends for this error.
+    pub fn to_daemon_error(&self) -> DaemonError {
+        DaemonError::new(self.code(), self.to_string())
+    }
+}
+
+impl From<DataError> for DaemonError {
+    fn from(e: DataError) -> Self {
+        e.to_daemon_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_fault() {
+        assert_eq!(
+            DataError::validation("users", "displayName", "required").code(),
+            ErrorCode::Validation
+        );
+        assert_eq!(
+            DataError::BadRequest("x".into()).code(),
+            ErrorCode::BadRequest
+        );
+        let d: DaemonError = DataError::NotFound {
+            collection: "users".into(),
+            id: "u1".into(),
+        }
+        .into();
+        assert_eq!(d.code, ErrorCode::NotFound);
+        assert!(d.message.contains("u1"));
+    }
+}
