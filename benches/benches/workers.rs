@@ -1,7 +1,8 @@
 //! Worker benchmarks, each with its baseline in the same run:
 //! - `logger`: lines/s end-to-end to files through `LoggerService::handle("log/write-batch")`
 //!   (1000 entries per call over 16 categories, flushed at the end of each sample), against one
-//!   `BufWriter` writing the same formatted lines to one file (target: ≥ 1 000 000 lines/s);
+//!   `BufWriter` writing the same formatted lines to one file (target: ≥ 1 000 000 lines/s); also
+//!   the same batches through the in-process `Logger::write` API (no request `Value` to build);
 //! - `search`: `search/messages` over 1 000 000 indexed synthetic messages (Zipf vocabulary of
 //!   50 000 words, 5–30 words per message, 100 rooms); the p50/p90/p99 of 1000 distinct queries are
 //!   printed, criterion times the same queries in rotation (target: p50 ≤ 10 ms);
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use daemonhost_protocol::{Client, ClientConfig, ErrorCode};
-use daemonhost_workers::logger::rfc3339_millis;
+use daemonhost_workers::logger::{Level, LogEntry, rfc3339_millis};
 use daemonhost_workers::search::NewMessage;
 use daemonhost_workers::{
     LoggerConfig, LoggerService, MessageIndexConfig, SearchConfig, SearchService, WorkerService,
@@ -108,6 +109,48 @@ fn bench_logger(c: &mut Criterion) {
                         match svc.handle("log/write-batch", params.clone()).await {
                             Ok(v) => {
                                 black_box(v);
+                                break;
+                            }
+                            Err(e) if e.code == ErrorCode::Overloaded => {
+                                overloaded.set(overloaded.get() + 1);
+                                tokio::task::yield_now().await;
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                svc.logger().flush().await.expect("flush");
+                start.elapsed()
+            })
+        })
+    });
+    // The same lines through the in-process API (`Logger::write` with borrowed entries), which
+    // is what the host's own daemons use: no JSON request value to build or drop.
+    let args: Vec<Value> = (0..BATCH).map(|i| json!({"i": i})).collect();
+    let cats: Vec<String> = (0..BATCH)
+        .map(|i| format!("daemons/d{}", i % CATEGORIES))
+        .collect();
+    let msgs: Vec<String> = (0..BATCH)
+        .map(|i| format!("request {i} handled in 42 us by worker"))
+        .collect();
+    let api_entries: Vec<LogEntry<'_>> = (0..BATCH)
+        .map(|i| LogEntry {
+            category: &cats[i],
+            level: Level::Info,
+            component: "bench",
+            message: &msgs[i],
+            args: Some(&args[i]),
+        })
+        .collect();
+    g.bench_function("api_write_batch_to_files", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    loop {
+                        match svc.logger().write(&api_entries) {
+                            Ok(o) => {
+                                black_box(o);
                                 break;
                             }
                             Err(e) if e.code == ErrorCode::Overloaded => {

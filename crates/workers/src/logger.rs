@@ -223,13 +223,36 @@ impl fmt::Debug for Logger {
 
 struct Group<'a> {
     category: &'a str,
-    key: String,
     bytes: Vec<u8>,
     lines: usize,
     admitted: usize,
     dropped: u64,
-    burst_checked: bool,
 }
+
+/// FNV-1a: grouping a batch by category hashes every entry's category, and SipHash's DoS
+/// resistance buys nothing for a map that lives for one call.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
 
 impl Logger {
     /// Start the writer thread.
@@ -328,38 +351,54 @@ impl Logger {
         }
 
         let ts = rfc3339_millis(format::now_millis());
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        // Group entries per category, keeping their order within each group.
+        let mut index: HashMap<&str, usize, BuildFnv> = HashMap::default();
+        let mut members: Vec<Vec<u32>> = Vec::new();
         let mut groups: Vec<Group<'_>> = Vec::new();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
             let gi = *index.entry(e.category).or_insert_with(|| {
                 groups.push(Group {
                     category: e.category,
-                    key: e.category.to_owned(),
-                    bytes: Vec::with_capacity(128 * n.min(4096) / 4),
+                    bytes: Vec::new(),
                     lines: 0,
                     admitted: 0,
                     dropped: 0,
-                    burst_checked: false,
                 });
+                members.push(Vec::new());
                 groups.len() - 1
             });
-            let g = &mut groups[gi];
-            if let Some(l) = &shared.limiter
-                && l.check_key(&g.key).is_err()
-            {
-                g.dropped += 1;
-                continue;
-            }
-            if !g.burst_checked {
-                g.burst_checked = true;
-                if let Some(b) = shared.take_burst(g.category) {
-                    push_notice(&mut g.bytes, &b);
-                    g.lines += 1;
+            members[gi].push(i as u32);
+        }
+        for (g, idx) in groups.iter_mut().zip(&members) {
+            // Rate limit: one check for the whole group when it fits, else line by line.
+            let mut admit = vec![true; idx.len()];
+            if let Some(l) = &shared.limiter {
+                let key = g.category.to_owned();
+                let all = NonZeroU32::new(idx.len() as u32)
+                    .is_some_and(|n| matches!(l.check_key_n(&key, n), Ok(Ok(_))));
+                if !all {
+                    for a in &mut admit {
+                        *a = l.check_key(&key).is_ok();
+                    }
                 }
             }
-            format::format_line(&mut g.bytes, &ts, e.level, e.component, e.message, e.args);
-            g.lines += 1;
-            g.admitted += 1;
+            let admitted = admit.iter().filter(|a| **a).count();
+            g.dropped = (idx.len() - admitted) as u64;
+            if admitted == 0 {
+                continue;
+            }
+            g.bytes.reserve(admitted * 128);
+            // The category's first admitted line ends a previous burst: its notice goes first.
+            if let Some(b) = shared.take_burst(g.category) {
+                push_notice(&mut g.bytes, &b);
+                g.lines += 1;
+            }
+            for (&i, _) in idx.iter().zip(&admit).filter(|(_, a)| **a) {
+                let e = &entries[i as usize];
+                format::format_line(&mut g.bytes, &ts, e.level, e.component, e.message, e.args);
+            }
+            g.lines += admitted;
+            g.admitted = admitted;
         }
 
         let now = Instant::now();

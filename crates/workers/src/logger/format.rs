@@ -66,13 +66,16 @@ pub enum Level {
 impl Level {
     /// Parse `debug|info|warn|error` (any case; `warning` too).
     pub fn parse(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "debug" => Level::Debug,
-            "info" => Level::Info,
-            "warn" | "warning" => Level::Warn,
-            "error" => Level::Error,
-            _ => return None,
-        })
+        [
+            ("debug", Level::Debug),
+            ("info", Level::Info),
+            ("warn", Level::Warn),
+            ("warning", Level::Warn),
+            ("error", Level::Error),
+        ]
+        .into_iter()
+        .find(|(name, _)| s.eq_ignore_ascii_case(name))
+        .map(|(_, level)| level)
     }
 
     /// Upper-case name written in lines.
