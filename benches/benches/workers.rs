@@ -8,6 +8,9 @@
 //!   printed, criterion times the same queries in rotation (target: p50 ≤ 10 ms);
 //! - `roundtrip`: a trivial command through a worker connection (`serve_connection` on one end of
 //!   a `UnixStream::pair`, the protocol `Client` on the other) against calling `handle` directly.
+//!
+//! `DHW_SKIP_SEARCH=1` skips the search group (its 1M-message setup takes seconds), e.g. when
+//! profiling the others.
 
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -91,6 +94,12 @@ fn bench_logger(c: &mut Criterion) {
             w.flush().expect("flush");
             start.elapsed()
         })
+    });
+
+    // Reference: what building and dropping the request `Value` alone costs (the service row
+    // below pays it on every call, as a worker does when it decodes a frame).
+    g.bench_function("reference_request_value_clone_drop", |b| {
+        b.iter(|| black_box(params.clone()))
     });
 
     let svc = LoggerService::new(LoggerConfig {
@@ -216,6 +225,10 @@ fn sample(cdf: &[f64], rng: &mut Rng) -> usize {
 }
 
 fn bench_search(c: &mut Criterion) {
+    // Building the 1M-message index takes seconds; skip it when profiling the other groups.
+    if std::env::var_os("DHW_SKIP_SEARCH").is_some() {
+        return;
+    }
     let rt = runtime();
     let words: Vec<String> = (0..VOCAB).map(word).collect();
     let cdf = zipf_cdf(VOCAB);
