@@ -8,7 +8,8 @@
 //! empty; `search/stats` (`docs`) tells the host to reload.
 //!
 //! Scoring is CPU work: anything beyond a small input runs on `spawn_blocking`, never on the
-//! async workers. The index sits behind a `parking_lot::RwLock`: searches share it, adds take it
+//! async workers, with at most one such job per core at a time (a semaphore; the rest wait
+//! asynchronously). The index sits behind a `parking_lot::RwLock`: searches share it, adds take it
 //! briefly (a chunk of a bulk load at a time).
 
 mod algorithms;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use daemonhost_protocol::{ErrorBody, ErrorCode};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 pub use algorithms::{
     Algorithm, AlgorithmParams, STOP_WORDS, SearchOutput, bm25, bm25_idf, bm25_raw_scores, bow,
@@ -51,6 +53,7 @@ pub struct SearchConfig {
 #[derive(Debug, Clone)]
 pub struct SearchService {
     index: Arc<RwLock<MessageIndex>>,
+    cpu: Arc<Semaphore>,
 }
 
 impl Default for SearchService {
@@ -99,12 +102,18 @@ const COMMANDS: &[ServiceCommand] = &[
 ];
 
 async fn blocking<T: Send + 'static>(
+    permits: &Semaphore,
     inline: bool,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ErrorBody> {
     if inline {
         return Ok(f());
     }
+    // At most one CPU-heavy job per core; the others wait here, off every thread.
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::ShuttingDown, "the search service is stopping"))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("search task failed: {e}")))
@@ -140,8 +149,10 @@ fn f64_vec(v: &Value, what: &str) -> Result<Vec<f64>, ErrorBody> {
 impl SearchService {
     /// A service with an empty index.
     pub fn new(config: SearchConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         SearchService {
             index: Arc::new(RwLock::new(MessageIndex::new(config.index))),
+            cpu: Arc::new(Semaphore::new(cores)),
         }
     }
 
@@ -182,7 +193,7 @@ impl SearchService {
             }
         }
         let size: usize = query.len() + corpus.iter().map(String::len).sum::<usize>();
-        let out = blocking(size < INLINE_BYTES, move || {
+        let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
             execute(algorithm, &query, &corpus, &p)
         })
         .await?;
@@ -210,7 +221,7 @@ impl SearchService {
                 .ok_or_else(|| bad_request("field 'threshold' must be a number"))?,
         };
         let size = q.len() * (corpus.len() + 1) * 8;
-        let out = blocking(size < INLINE_BYTES, move || {
+        let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
             cosine_vectors(&q, &corpus, normalize, threshold)
         })
         .await?;
@@ -241,7 +252,7 @@ impl SearchService {
             .min(MAX_LIMIT);
         let index = Arc::clone(&self.index);
         let inline = index.read().len() < 2048;
-        let (hits, matched) = blocking(inline, move || {
+        let (hits, matched) = blocking(&self.cpu, inline, move || {
             index.read().search_counted(&query, room.as_deref(), limit)
         })
         .await?;
@@ -279,7 +290,7 @@ impl SearchService {
         }
         let size: usize = owned.iter().map(|m| m.2.len()).sum();
         let index = Arc::clone(&self.index);
-        let result = blocking(size < INLINE_BYTES, move || {
+        let result = blocking(&self.cpu, size < INLINE_BYTES, move || {
             let batch: Vec<NewMessage<'_>> = owned
                 .iter()
                 .map(|(id, room, text, created)| NewMessage {

@@ -30,6 +30,9 @@ use serde::Serialize;
 use super::algorithms::{bm25_idf, bm25_tf_part};
 use super::tokenize::{MIN_TOKEN_LEN, for_each_token, lower};
 
+/// Score accumulators kept for reuse (each is 8 bytes per document slot).
+const MAX_POOLED_SCRATCH: usize = 4;
+
 /// Configuration of a [`MessageIndex`].
 #[derive(Debug, Clone)]
 pub struct MessageIndexConfig {
@@ -593,7 +596,11 @@ impl MessageIndex {
                 heap.push(Worst(c));
             }
         }
-        self.scratch.lock().push(acc);
+        let mut pool = self.scratch.lock();
+        if pool.len() < MAX_POOLED_SCRATCH {
+            pool.push(acc);
+        }
+        drop(pool);
         let mut best: Vec<Cand> = heap.into_iter().map(|w| w.0).collect();
         best.sort_by(|a, b| b.better(a));
         let hits = best
