@@ -133,6 +133,43 @@ fn bench_logger(c: &mut Criterion) {
             })
         })
     });
+    // The same service calls with the request values built outside the timed sections (the
+    // handler still parses and drops each one): the service's own cost, end-to-end to files.
+    g.bench_function("service_write_batch_prebuilt_requests", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(16);
+                    left -= n;
+                    let reqs: Vec<Value> = (0..n).map(|_| params.clone()).collect();
+                    let start = Instant::now();
+                    for p in reqs {
+                        let mut p = Some(p);
+                        while let Some(req) = p.take() {
+                            match svc.handle("log/write-batch", req).await {
+                                Ok(v) => {
+                                    black_box(v);
+                                }
+                                Err(e) if e.code == ErrorCode::Overloaded => {
+                                    overloaded.set(overloaded.get() + 1);
+                                    tokio::task::yield_now().await;
+                                    p = Some(params.clone());
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    timed += start.elapsed();
+                }
+                let start = Instant::now();
+                svc.logger().flush().await.expect("flush");
+                timed + start.elapsed()
+            })
+        })
+    });
+
     // The same lines through the in-process API (`Logger::write` with borrowed entries), which
     // is what the host's own daemons use: no JSON request value to build or drop.
     let args: Vec<Value> = (0..BATCH).map(|i| json!({"i": i})).collect();
@@ -363,6 +400,29 @@ fn bench_roundtrip(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             black_box(
                 client
+                    .call("worker/ping", json!({}), None)
+                    .await
+                    .expect("ok"),
+            )
+        })
+    });
+
+    // The same on a current-thread runtime: no cross-thread wake-ups, so this is closer to the
+    // intrinsic cost (two socket crossings, encode/decode, four task hops) on a loaded machine.
+    let rt1 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client1 = rt1.block_on(async {
+        let (a, b) = tokio::net::UnixStream::pair().expect("pair");
+        let worker_svc = Arc::clone(&svc);
+        tokio::spawn(async move { serve_connection(worker_svc, a, "bench").await });
+        Client::from_stream(b, ClientConfig::default())
+    });
+    g.bench_function("worker_connection_ping_current_thread", |b| {
+        b.to_async(&rt1).iter(|| async {
+            black_box(
+                client1
                     .call("worker/ping", json!({}), None)
                     .await
                     .expect("ok"),

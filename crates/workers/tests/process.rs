@@ -429,3 +429,65 @@ async fn serve_connection_default_config_works() {
     drop(client);
     worker.await.expect("join").expect("ok");
 }
+
+/// Placement transparency: the same service value answers identically in-process and through a
+/// worker connection (results and error codes).
+#[tokio::test]
+async fn same_answers_in_process_and_through_a_worker() {
+    use daemonhost_workers::SearchService;
+    let svc = Arc::new(SearchService::default());
+    let (a, b) = UnixStream::pair().expect("pair");
+    let worker = tokio::spawn(serve_connection(Arc::clone(&svc), a, "1"));
+    let client = Client::from_stream(b, ClientConfig::default());
+    let msgs: Vec<Value> = (0..50)
+        .map(|i| {
+            json!({"id": format!("01900000-0000-7000-8000-{i:012x}"), "roomId": format!("r{}", i % 3),
+                   "text": format!("message {i} about rust {} and tokio", i % 7), "createdAt": i})
+        })
+        .collect();
+    client
+        .call("search/index-add", json!({"messages": msgs}), Some(LIMIT))
+        .await
+        .expect("add");
+    let cases = [
+        (
+            "search/messages",
+            json!({"query": "rust tokio", "limit": 5}),
+        ),
+        (
+            "search/messages",
+            json!({"query": "message 3", "roomId": "r1"}),
+        ),
+        (
+            "search/execute",
+            json!({"query": "rust", "corpus": ["rust rust", "go", "a rust b"]}),
+        ),
+        (
+            "search/execute",
+            json!({"algorithm": "bow", "query": "the rust", "corpus": ["rust"]}),
+        ),
+        ("search/list", json!({})),
+        ("search/params", json!({"algorithm": "cosine"})),
+        ("search/stats", json!({})),
+    ];
+    for (command, params) in cases {
+        let direct = svc.handle(command, params.clone()).await.expect(command);
+        let remote = client
+            .call(command, params, Some(LIMIT))
+            .await
+            .expect(command);
+        assert_eq!(direct, remote, "{command}");
+    }
+    let bad = json!({"algorithm": "nope", "query": "x", "corpus": []});
+    let direct = svc
+        .handle("search/execute", bad.clone())
+        .await
+        .expect_err("bad");
+    let remote = client
+        .call("search/execute", bad, Some(LIMIT))
+        .await
+        .expect_err("bad");
+    assert_eq!(remote.code(), Some(direct.code));
+    drop(client);
+    worker.await.expect("join").expect("ok");
+}
