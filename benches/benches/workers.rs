@@ -170,6 +170,42 @@ fn bench_logger(c: &mut Criterion) {
         })
     });
 
+    // The compact batch shape a per-daemon forwarder would send: one category per call with
+    // batch-level fields and bare message strings (calls rotate over the 16 categories).
+    let compact: Vec<Value> = (0..CATEGORIES)
+        .map(|c| {
+            json!({"category": format!("daemons/d{c}"), "level": "info", "component": "bench",
+                   "entries": (0..BATCH)
+                       .map(|i| Value::String(format!("request {i} handled in 42 us by worker")))
+                       .collect::<Vec<_>>()})
+        })
+        .collect();
+    g.bench_function("service_write_batch_compact_to_files", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for it in 0..iters {
+                    let req = &compact[it as usize % CATEGORIES];
+                    loop {
+                        match svc.handle("log/write-batch", req.clone()).await {
+                            Ok(v) => {
+                                black_box(v);
+                                break;
+                            }
+                            Err(e) if e.code == ErrorCode::Overloaded => {
+                                overloaded.set(overloaded.get() + 1);
+                                tokio::task::yield_now().await;
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                svc.logger().flush().await.expect("flush");
+                start.elapsed()
+            })
+        })
+    });
+
     // The same lines through the in-process API (`Logger::write` with borrowed entries), which
     // is what the host's own daemons use: no JSON request value to build or drop.
     let args: Vec<Value> = (0..BATCH).map(|i| json!({"i": i})).collect();

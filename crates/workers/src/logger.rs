@@ -533,7 +533,7 @@ const COMMANDS: &[ServiceCommand] = &[
     ),
     ServiceCommand::new(
         "log/write-batch",
-        "append many lines {entries[{category, level, component, message, args?}]} -> {queued, rateLimited, bytesWritten}",
+        "append many lines {category?, level?, component?, entries[{category, level, component, message, args?} | message]} -> {queued, rateLimited, bytesWritten}",
         false,
     ),
     ServiceCommand::new(
@@ -548,11 +548,19 @@ const COMMANDS: &[ServiceCommand] = &[
     ),
 ];
 
-fn parse_entry<'a>(m: &'a Map<String, Value>) -> Result<LogEntry<'a>, ErrorBody> {
+fn parse_entry<'a>(
+    m: &'a Map<String, Value>,
+    defaults: &Defaults<'a>,
+) -> Result<LogEntry<'a>, ErrorBody> {
     // One pass over the object (the five keys have distinct lengths, so each key costs one
     // comparison) instead of a map lookup per field: this is the hot path of `log/write-batch`.
-    let (mut category, mut level, mut component, mut message, mut args) =
-        (None, None, None, None, None);
+    let (mut category, mut level, mut component, mut message, mut args) = (
+        defaults.category,
+        defaults.level,
+        defaults.component,
+        None,
+        None,
+    );
     for (k, v) in m {
         match k.as_str() {
             "category" => category = Some(v),
@@ -563,29 +571,52 @@ fn parse_entry<'a>(m: &'a Map<String, Value>) -> Result<LogEntry<'a>, ErrorBody>
             _ => {}
         }
     }
-    let field = |name: &str, v: Option<&'a Value>| -> Result<&'a str, ErrorBody> {
-        match v {
-            Some(Value::String(s)) => Ok(s),
-            None | Some(Value::Null) => Err(bad_request(format!("field '{name}' is required"))),
-            Some(other) => Err(bad_request(format!(
-                "field '{name}' must be a string (found {})",
-                describe(other)
-            ))),
-        }
-    };
-    let level_s = field("level", level)?;
-    let level = Level::parse(level_s).ok_or_else(|| {
-        validation(format!(
-            "level '{level_s}' is not one of debug, info, warn, error"
-        ))
-    })?;
     Ok(LogEntry {
-        category: field("category", category)?,
-        level,
-        component: field("component", component)?,
-        message: field("message", message)?,
+        category: str_field("category", category)?,
+        level: level_field(level)?,
+        component: str_field("component", component)?,
+        message: str_field("message", message)?,
         args,
     })
+}
+
+fn compact_entry<'a>(message: &'a str, d: &Defaults<'a>) -> Result<LogEntry<'a>, ErrorBody> {
+    Ok(LogEntry {
+        category: str_field("category", d.category)?,
+        level: level_field(d.level)?,
+        component: str_field("component", d.component)?,
+        message,
+        args: None,
+    })
+}
+
+fn str_field<'a>(name: &str, v: Option<&'a Value>) -> Result<&'a str, ErrorBody> {
+    match v {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(bad_request(format!("field '{name}' is required"))),
+        Some(other) => Err(bad_request(format!(
+            "field '{name}' must be a string (found {})",
+            describe(other)
+        ))),
+    }
+}
+
+fn level_field(v: Option<&Value>) -> Result<Level, ErrorBody> {
+    let s = str_field("level", v)?;
+    Level::parse(s).ok_or_else(|| {
+        validation(format!(
+            "level '{s}' is not one of debug, info, warn, error"
+        ))
+    })
+}
+
+/// Batch-level `category`, `level` and `component` of `log/write-batch`, used by entries that
+/// leave them out (and by entries given as a bare message string).
+#[derive(Default)]
+struct Defaults<'a> {
+    category: Option<&'a Value>,
+    level: Option<&'a Value>,
+    component: Option<&'a Value>,
 }
 
 fn outcome_json(o: WriteOutcome, single: bool) -> Value {
@@ -627,23 +658,32 @@ impl WorkerService for LoggerService {
     async fn handle(&self, command: &str, params: Value) -> Result<Value, ErrorBody> {
         match command {
             "log/write" => {
-                let entry = parse_entry(object(&params)?)?;
+                let entry = parse_entry(object(&params)?, &Defaults::default())?;
                 let o = self.logger.write(&[entry])?;
                 Ok(outcome_json(o, true))
             }
             "log/write-batch" => {
-                let list = req_array(object(&params)?, "entries")?;
+                let m = object(&params)?;
+                let defaults = Defaults {
+                    category: m.get("category"),
+                    level: m.get("level"),
+                    component: m.get("component"),
+                };
+                let list = req_array(m, "entries")?;
                 let entries = list
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        let m = v.as_object().ok_or_else(|| {
-                            bad_request(format!(
-                                "entries[{i}] must be an object (found {})",
-                                describe(v)
-                            ))
-                        })?;
-                        parse_entry(m).map_err(|e| {
+                        let entry = match v {
+                            Value::Object(m) => parse_entry(m, &defaults),
+                            // The compact form: a bare message with the batch's fields.
+                            Value::String(message) => compact_entry(message, &defaults),
+                            other => Err(bad_request(format!(
+                                "must be an object or a message string (found {})",
+                                describe(other)
+                            ))),
+                        };
+                        entry.map_err(|e| {
                             ErrorBody::new(e.code, format!("entries[{i}]: {}", e.message))
                         })
                     })

@@ -306,3 +306,49 @@ async fn shutdown_drains_the_queue_and_refuses_later_writes() {
     svc.shutdown().await; // idempotent
     assert_eq!(svc.logger().stats().open_files, 0);
 }
+
+#[tokio::test]
+async fn batch_level_fields_and_compact_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(cfg(&root)).expect("logger");
+    let r = svc
+        .handle(
+            "log/write-batch",
+            json!({"category": "daemons/chat", "level": "warn", "component": "chat",
+                   "entries": ["first", "second", {"message": "third", "level": "error"},
+                               {"message": "elsewhere", "category": "other", "args": {"n": 1}}]}),
+        )
+        .await
+        .expect("write");
+    assert_eq!(r["queued"], 4);
+    svc.logger().flush().await.expect("flush");
+    let chat: Vec<String> = read(&root.join("daemons/chat.log"))
+        .lines()
+        .map(|l| l[25..].to_owned())
+        .collect();
+    assert_eq!(
+        chat,
+        [
+            "WARN [chat] first",
+            "WARN [chat] second",
+            "ERROR [chat] third"
+        ]
+    );
+    assert!(read(&root.join("other.log")).ends_with(" WARN [chat] elsewhere {\"n\":1}\n"));
+    // A bare message needs the batch-level fields.
+    let e = svc
+        .handle(
+            "log/write-batch",
+            json!({"level": "info", "entries": ["x"]}),
+        )
+        .await
+        .expect_err("no category");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.message.starts_with("entries[0]"), "{}", e.message);
+    let e = svc
+        .handle("log/write-batch", json!({"entries": [3]}))
+        .await
+        .expect_err("number");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
