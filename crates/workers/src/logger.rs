@@ -5,6 +5,10 @@
 //! category → one message on a bounded channel → the writer thread appends each group to its
 //! file's `BufWriter` and flushes every `batch_lines` lines or `flush_interval`.
 //!
+//! `log/write-batch` also takes batch-level `category` / `level` / `component` (entries may omit
+//! them) and bare message strings as entries: the compact shape for a per-daemon forwarder, about
+//! 5× cheaper to decode than one JSON object per line.
+//!
 //! Decisions:
 //! - **Queue full → the call is answered `overloaded`** (all-or-nothing for a batch; nothing of it
 //!   is written) and counted in `droppedQueue`. The caller knows, so nothing is lost silently.
