@@ -23,7 +23,7 @@
 //!   `\\r`; `args` is compact JSON. All entries of one call share one timestamp.
 //! - **Files**: `<root>/<category>.log`, parent directories created, categories validated by
 //!   [`validate_category`] (no traversal possible). An LRU keeps at most `max_open_files` open.
-//!   Deleted or rotated files are reopened (see [`writer`]); lines flushed to a file between its
+//!   Deleted or rotated files are reopened (by the writer thread); lines flushed to a file between its
 //!   deletion and the next identity check (≤ one flush interval) go to the deleted inode.
 //! - Why a thread and not tokio::fs: one owner of all handles means no locks on files, ordered
 //!   appends per file, and blocking `write` calls never touch the async workers.
