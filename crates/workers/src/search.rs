@@ -1,0 +1,496 @@
+//! The search service: the original's stateless algorithms (`search/execute`, `search/vector`,
+//! `search/list`, `search/params`) plus an incremental BM25 index over chat messages
+//! (`search/messages`, `search/index-add`, `search/index-remove`, `search/stats`).
+//!
+//! The index is fed by the host: a bulk load from the `primary` database in deferred init (in
+//! chunks of `search/index-add`), then one `search/index-add` / `search/index-remove` per
+//! `data:chat_messages:*` event. The worker holds no database handle. A restarted worker starts
+//! empty; `search/stats` (`docs`) tells the host to reload.
+//!
+//! Scoring is CPU work: anything beyond a small input runs on `spawn_blocking`, never on the
+//! async workers, with at most one such job per core at a time (a semaphore; the rest wait
+//! asynchronously). The index sits behind a `parking_lot::RwLock`: searches share it, adds take it
+//! briefly (a chunk of a bulk load at a time).
+
+mod algorithms;
+mod index;
+mod tokenize;
+
+use std::sync::Arc;
+
+use daemonhost_protocol::{ErrorBody, ErrorCode};
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+pub use algorithms::{
+    Algorithm, AlgorithmParams, STOP_WORDS, SearchOutput, bm25, bm25_idf, bm25_raw_scores, bow,
+    cosine_text, cosine_vectors, execute,
+};
+pub use index::{Hit, IndexStats, InvalidId, MessageIndex, MessageIndexConfig, NewMessage};
+pub use tokenize::{MIN_TOKEN_LEN, tokenize, tokenize_with};
+
+use crate::service::{
+    ServiceCommand, WorkerService, bad_request, describe, object, opt_str, opt_u64, req_array,
+    req_str, unknown_command, validation,
+};
+
+/// Inputs smaller than this (bytes of text) are scored inline; larger ones on `spawn_blocking`.
+const INLINE_BYTES: usize = 16 * 1024;
+/// Default and maximum `limit` of `search/messages`.
+pub const DEFAULT_LIMIT: usize = 20;
+/// Largest `limit` accepted by `search/messages` (larger values are clamped).
+pub const MAX_LIMIT: usize = 1000;
+
+/// Configuration of a [`SearchService`].
+#[derive(Debug, Clone, Default)]
+pub struct SearchConfig {
+    /// The message index's configuration.
+    pub index: MessageIndexConfig,
+}
+
+/// The search service (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SearchService {
+    index: Arc<RwLock<MessageIndex>>,
+    cpu: Arc<Semaphore>,
+}
+
+impl Default for SearchService {
+    fn default() -> Self {
+        SearchService::new(SearchConfig::default())
+    }
+}
+
+const COMMANDS: &[ServiceCommand] = &[
+    ServiceCommand::new(
+        "search/execute",
+        "stateless text search {algorithm?: bm25|bow|cosine, query, corpus[], params?} -> {algorithm, scores[], rankedIndices[]}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/vector",
+        "cosine similarity of vectors {queryVector[], corpusVectors[][], normalize?, threshold?} -> {algorithm, scores[], rankedIndices[]}",
+        true,
+    ),
+    ServiceCommand::new("search/list", "list the algorithms -> {algorithms[]}", true),
+    ServiceCommand::new(
+        "search/params",
+        "an algorithm's parameters {algorithm} -> {algorithm, params[], values{}}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/messages",
+        "BM25 over indexed chat messages {query, roomId?, limit?} -> {hits[{id, roomId, score, createdAt}], matched}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/index-add",
+        "index (or replace) messages {messages[{id, roomId, text, createdAt?}]} -> {added, docs}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/index-remove",
+        "remove messages from the index {ids[]} -> {removed, docs}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/stats",
+        "index counters -> {docs, tombstones, terms, ...}",
+        true,
+    ),
+];
+
+async fn blocking<T: Send + 'static>(
+    permits: &Semaphore,
+    inline: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ErrorBody> {
+    if inline {
+        return Ok(f());
+    }
+    // At most one CPU-heavy job per core; the others wait here, off every thread.
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::ShuttingDown, "the search service is stopping"))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("search task failed: {e}")))
+}
+
+fn output_json(algorithm: &str, out: SearchOutput) -> Value {
+    json!({
+        "algorithm": algorithm,
+        "scores": out.scores,
+        "rankedIndices": out.ranked_indices,
+    })
+}
+
+fn f64_vec(v: &Value, what: &str) -> Result<Vec<f64>, ErrorBody> {
+    let arr = v.as_array().ok_or_else(|| {
+        bad_request(format!(
+            "{what} must be an array of numbers (found {})",
+            describe(v)
+        ))
+    })?;
+    arr.iter()
+        .map(|x| {
+            x.as_f64().ok_or_else(|| {
+                bad_request(format!(
+                    "{what} must contain only numbers (found {})",
+                    describe(x)
+                ))
+            })
+        })
+        .collect()
+}
+
+impl SearchService {
+    /// A service with an empty index.
+    pub fn new(config: SearchConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        SearchService {
+            index: Arc::new(RwLock::new(MessageIndex::new(config.index))),
+            cpu: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// The shared index (for a host that feeds it in-process).
+    pub fn index(&self) -> &Arc<RwLock<MessageIndex>> {
+        &self.index
+    }
+
+    async fn execute(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let name = opt_str(m, "algorithm")?.unwrap_or("bm25");
+        let algorithm = Algorithm::parse(name).ok_or_else(|| {
+            validation(format!(
+                "unknown algorithm '{name}' (known: bow, bm25, cosine)"
+            ))
+        })?;
+        let query = req_str(m, "query")?.to_owned();
+        let corpus = req_array(m, "corpus")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(bad_request(format!(
+                    "corpus[{i}] must be a string (found {})",
+                    describe(other)
+                ))),
+            })
+            .collect::<Result<Vec<String>, _>>()?;
+        let mut p = AlgorithmParams::default();
+        match m.get("params") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) => p.apply(algorithm, o).map_err(validation)?,
+            Some(other) => {
+                return Err(bad_request(format!(
+                    "field 'params' must be an object when present (found {})",
+                    describe(other)
+                )));
+            }
+        }
+        let size: usize = query.len() + corpus.iter().map(String::len).sum::<usize>();
+        let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
+            execute(algorithm, &query, &corpus, &p)
+        })
+        .await?;
+        Ok(output_json(algorithm.name(), out))
+    }
+
+    async fn vector(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let q = f64_vec(m.get("queryVector").unwrap_or(&Value::Null), "queryVector")?;
+        let corpus_v = req_array(m, "corpusVectors")?;
+        let corpus = corpus_v
+            .iter()
+            .map(|v| f64_vec(v, "corpusVectors[i]"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let normalize = match m.get("normalize") {
+            None | Some(Value::Null) => true,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad_request("field 'normalize' must be a boolean"))?,
+        };
+        let threshold = match m.get("threshold") {
+            None | Some(Value::Null) => 0.0,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| bad_request("field 'threshold' must be a number"))?,
+        };
+        let size = q.len() * (corpus.len() + 1) * 8;
+        let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
+            cosine_vectors(&q, &corpus, normalize, threshold)
+        })
+        .await?;
+        Ok(output_json("cosine", out))
+    }
+
+    fn params(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let name = req_str(m, "algorithm")?;
+        let algorithm = Algorithm::parse(name).ok_or_else(|| {
+            validation(format!(
+                "unknown algorithm '{name}' (known: bow, bm25, cosine)"
+            ))
+        })?;
+        Ok(json!({
+            "algorithm": algorithm.name(),
+            "params": algorithm.param_names(),
+            "values": AlgorithmParams::default().values(algorithm),
+        }))
+    }
+
+    async fn messages(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let query = req_str(m, "query")?.to_owned();
+        let room = opt_str(m, "roomId")?.map(str::to_owned);
+        let limit = opt_u64(m, "limit")?
+            .map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT))
+            .min(MAX_LIMIT);
+        let index = Arc::clone(&self.index);
+        let inline = index.read().len() < 2048;
+        let (hits, matched) = blocking(&self.cpu, inline, move || {
+            index.read().search_counted(&query, room.as_deref(), limit)
+        })
+        .await?;
+        Ok(json!({ "hits": hits, "matched": matched }))
+    }
+
+    async fn index_add(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let list = req_array(m, "messages")?;
+        let mut owned: Vec<(String, String, String, i64)> = Vec::with_capacity(list.len());
+        for (i, v) in list.iter().enumerate() {
+            let o = v.as_object().ok_or_else(|| {
+                bad_request(format!(
+                    "messages[{i}] must be an object (found {})",
+                    describe(v)
+                ))
+            })?;
+            let field = |k: &str| {
+                req_str(o, k).map_err(|e| bad_request(format!("messages[{i}]: {}", e.message)))
+            };
+            let created = match o.get("createdAt") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    bad_request(format!(
+                        "messages[{i}]: field 'createdAt' must be an integer"
+                    ))
+                })?,
+            };
+            owned.push((
+                field("id")?.to_owned(),
+                field("roomId")?.to_owned(),
+                field("text")?.to_owned(),
+                created,
+            ));
+        }
+        let size: usize = owned.iter().map(|m| m.2.len()).sum();
+        let index = Arc::clone(&self.index);
+        let result = blocking(&self.cpu, size < INLINE_BYTES, move || {
+            let batch: Vec<NewMessage<'_>> = owned
+                .iter()
+                .map(|(id, room, text, created)| NewMessage {
+                    id,
+                    room_id: room,
+                    text,
+                    created_at: *created,
+                })
+                .collect();
+            let mut ix = index.write();
+            ix.add_many(&batch).map(|added| (added, ix.len()))
+        })
+        .await?;
+        let (added, docs) = result.map_err(|e| validation(e.to_string()))?;
+        Ok(json!({ "added": added, "docs": docs }))
+    }
+
+    fn index_remove(&self, params: &Value) -> Result<Value, ErrorBody> {
+        let m = object(params)?;
+        let ids = req_array(m, "ids")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().ok_or_else(|| {
+                    bad_request(format!("ids[{i}] must be a string (found {})", describe(v)))
+                })
+            })
+            .collect::<Result<Vec<&str>, _>>()?;
+        let mut ix = self.index.write();
+        let removed = ids.iter().filter(|id| ix.remove(id)).count();
+        Ok(json!({ "removed": removed, "docs": ix.len() }))
+    }
+
+    fn stats(&self) -> Value {
+        serde_json::to_value(self.index.read().stats()).unwrap_or(Value::Null)
+    }
+}
+
+impl WorkerService for SearchService {
+    fn kind(&self) -> &'static str {
+        "search"
+    }
+
+    fn commands(&self) -> Vec<ServiceCommand> {
+        COMMANDS.to_vec()
+    }
+
+    async fn handle(&self, command: &str, params: Value) -> Result<Value, ErrorBody> {
+        match command {
+            "search/execute" => self.execute(&params).await,
+            "search/vector" => self.vector(&params).await,
+            "search/list" => Ok(json!({
+                "algorithms": Algorithm::ALL.iter().map(|a| a.name()).collect::<Vec<_>>()
+            })),
+            "search/params" => self.params(&params),
+            "search/messages" => self.messages(&params).await,
+            "search/index-add" => self.index_add(&params).await,
+            "search/index-remove" => self.index_remove(&params),
+            "search/stats" => Ok(self.stats()),
+            other => Err(unknown_command("search", other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(i: u32) -> String {
+        format!("01900000-0000-7000-8000-{i:012x}")
+    }
+
+    #[tokio::test]
+    async fn execute_result_shape_matches_the_original() {
+        let s = SearchService::default();
+        let r = s
+            .handle(
+                "search/execute",
+                json!({"algorithm": "bm25", "query": "genome register", "corpus": [
+                    "Use genome/paging-register with personaId",
+                    "The weather is nice today",
+                    "Register genome adapters for personas"
+                ]}),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(r["algorithm"], "bm25");
+        assert_eq!(r["scores"].as_array().expect("scores").len(), 3);
+        assert_eq!(r["scores"][1], 0.0);
+        assert_eq!(r["rankedIndices"][2], 1);
+        // Default algorithm is bm25; params override.
+        let r = s
+            .handle(
+                "search/execute",
+                json!({"query": "a", "corpus": [], "params": {"k1": 2.0}}),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(
+            r,
+            json!({"algorithm": "bm25", "scores": [], "rankedIndices": []})
+        );
+        let e = s
+            .handle(
+                "search/execute",
+                json!({"algorithm": "tfidf", "query": "a", "corpus": []}),
+            )
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::Validation);
+        let e = s
+            .handle("search/execute", json!({"query": "a", "corpus": [1]}))
+            .await
+            .expect_err("bad");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = s
+            .handle("search/execute", json!({"corpus": []}))
+            .await
+            .expect_err("bad");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn list_params_vector() {
+        let s = SearchService::default();
+        assert_eq!(
+            s.handle("search/list", json!({})).await.expect("ok"),
+            json!({"algorithms": ["bow", "bm25", "cosine"]})
+        );
+        assert_eq!(
+            s.handle("search/params", json!({"algorithm": "bm25"}))
+                .await
+                .expect("ok"),
+            json!({"algorithm": "bm25", "params": ["k1", "b", "case_insensitive"],
+                   "values": {"k1": 1.2, "b": 0.75, "case_insensitive": true}})
+        );
+        let r = s
+            .handle(
+                "search/vector",
+                json!({"queryVector": [1.0, 0.0], "corpusVectors": [[0.0, 1.0], [2.0, 0.0]]}),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(r["rankedIndices"], json!([1, 0]));
+        assert_eq!(
+            s.handle("search/nope", json!({}))
+                .await
+                .expect_err("unknown")
+                .code,
+            ErrorCode::UnknownCommand
+        );
+    }
+
+    #[tokio::test]
+    async fn index_commands() {
+        let s = SearchService::default();
+        let r = s
+            .handle(
+                "search/index-add",
+                json!({"messages": [
+                    {"id": uid(1), "roomId": "r1", "text": "hello rust world", "createdAt": 5},
+                    {"id": uid(2), "roomId": "r2", "text": "hello python", "createdAt": 6},
+                ]}),
+            )
+            .await
+            .expect("ok");
+        assert_eq!(r, json!({"added": 2, "docs": 2}));
+        let r = s
+            .handle("search/messages", json!({"query": "hello", "roomId": "r1"}))
+            .await
+            .expect("ok");
+        assert_eq!(r["matched"], 1);
+        assert_eq!(r["hits"][0]["id"], uid(1));
+        assert_eq!(r["hits"][0]["roomId"], "r1");
+        assert_eq!(r["hits"][0]["createdAt"], 5);
+        assert!(r["hits"][0]["score"].as_f64().expect("score") > 0.0);
+        let r = s
+            .handle("search/index-remove", json!({"ids": [uid(1), uid(3)]}))
+            .await
+            .expect("ok");
+        assert_eq!(r, json!({"removed": 1, "docs": 1}));
+        let st = s.handle("search/stats", json!({})).await.expect("ok");
+        assert_eq!(st["docs"], 1);
+        assert_eq!(st["tombstones"], 1);
+        let e = s
+            .handle(
+                "search/index-add",
+                json!({"messages": [{"id": "x", "roomId": "r", "text": "t"}]}),
+            )
+            .await
+            .expect_err("bad id");
+        assert_eq!(e.code, ErrorCode::Validation);
+        let e = s
+            .handle(
+                "search/index-add",
+                json!({"messages": [{"id": uid(1), "text": "t"}]}),
+            )
+            .await
+            .expect_err("no room");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("messages[0]"), "{}", e.message);
+    }
+}

@@ -1,0 +1,354 @@
+//! Logger service: files, batching, reopen, rate-limit notices, stats, shutdown.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemonhost_protocol::ErrorCode;
+use daemonhost_workers::WorkerService;
+use daemonhost_workers::logger::{Logger, LoggerConfig, LoggerService, LoggerStats};
+use serde_json::{Value, json};
+
+fn cfg(root: &Path) -> LoggerConfig {
+    LoggerConfig {
+        rate_per_sec: 0,
+        ..LoggerConfig::new(root)
+    }
+}
+
+fn entry(category: &str, message: &str) -> Value {
+    json!({"category": category, "level": "info", "component": "test", "message": message})
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Poll `check` (flushing first) until it holds or 10 s pass.
+async fn eventually(logger: &Logger, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        logger.flush().await.expect("flush");
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn path_traversal_attempts_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(cfg(&root)).expect("logger");
+    for bad in [
+        "../escape",
+        "daemons/../../escape",
+        "/etc/escape",
+        "daemons//x",
+        "a/./b",
+        "a\\..\\b",
+        "",
+        "a/",
+        "x\0y",
+    ] {
+        let e = svc
+            .handle("log/write", entry(bad, "nope"))
+            .await
+            .expect_err(bad);
+        assert_eq!(e.code, ErrorCode::Validation, "{bad:?}: {e:?}");
+    }
+    // One bad entry rejects the whole batch, naming it.
+    let e = svc
+        .handle(
+            "log/write-batch",
+            json!({"entries": [entry("ok", "a"), entry("../x", "b")]}),
+        )
+        .await
+        .expect_err("batch");
+    assert_eq!(e.code, ErrorCode::Validation);
+    assert!(e.message.starts_with("entries[1]"), "{}", e.message);
+    svc.logger().flush().await.expect("flush");
+    assert!(!dir.path().join("escape.log").exists());
+    assert!(!root.join("ok.log").exists());
+    assert_eq!(svc.logger().stats().lines_written, 0);
+    // Shape errors.
+    let e = svc
+        .handle(
+            "log/write",
+            json!({"category": "a", "level": "loud", "component": "c", "message": "m"}),
+        )
+        .await
+        .expect_err("level");
+    assert_eq!(e.code, ErrorCode::Validation);
+    let e = svc
+        .handle("log/write", json!({"category": "a", "level": "info"}))
+        .await
+        .expect_err("missing");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
+
+#[tokio::test]
+async fn batching_writes_everything_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(LoggerConfig {
+        batch_lines: 100,
+        max_open_files: 2, // 3 categories: exercises LRU close/reopen too
+        ..cfg(&root)
+    })
+    .expect("logger");
+    let cats = ["daemons/chat", "personas/p1/cognition", "system"];
+    let mut expected: [Vec<String>; 3] = Default::default();
+    for batch in 0..50 {
+        let mut entries = Vec::new();
+        for i in 0..100 {
+            let c = (batch + i) % 3;
+            let msg = format!("b{batch} i{i}");
+            expected[c].push(msg.clone());
+            entries.push(entry(cats[c], &msg));
+        }
+        let r = svc
+            .handle("log/write-batch", json!({"entries": entries}))
+            .await
+            .expect("write");
+        assert_eq!(r["queued"], 100);
+        assert_eq!(r["rateLimited"], 0);
+    }
+    let r = svc
+        .handle(
+            "log/write",
+            json!({"category": "system", "level": "error", "component": "x",
+                   "message": "with args", "args": {"k": [1, 2]}}),
+        )
+        .await
+        .expect("write");
+    assert_eq!(r["queued"], true);
+    expected[2].push("with args {\"k\":[1,2]}".into());
+    svc.handle("log/flush", json!({})).await.expect("flush");
+    for (c, cat) in cats.iter().enumerate() {
+        let text = read(&root.join(format!("{cat}.log")));
+        let msgs: Vec<String> = text
+            .lines()
+            .map(|l| {
+                // `TS LEVEL [test] message`
+                let rest = l.split_once("] ").expect("line shape").1;
+                rest.to_owned()
+            })
+            .collect();
+        assert_eq!(msgs, expected[c], "{cat}");
+    }
+    let first = read(&root.join("daemons/chat.log"));
+    let line = first.lines().next().expect("line");
+    assert_eq!(line.len(), 24 + " INFO [test] b0 i0".len(), "{line}");
+    assert!(line.as_bytes()[23] == b'Z' && line.contains(" INFO [test] b0 i0"));
+    assert!(read(&root.join("system.log")).contains(" ERROR [x] with args {\"k\":[1,2]}\n"));
+}
+
+#[tokio::test]
+async fn reopens_after_delete_and_after_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let logger = Logger::new(cfg(&root)).expect("logger");
+    let svc = LoggerService::from_logger(std::sync::Arc::new(logger));
+    let path = root.join("daemons/chat.log");
+    svc.handle("log/write", entry("daemons/chat", "one"))
+        .await
+        .expect("write");
+    svc.logger().flush().await.expect("flush");
+    assert!(read(&path).contains("one"));
+
+    // Delete: the next lines go to a new file at the same path.
+    std::fs::remove_file(&path).expect("rm");
+    svc.handle("log/write", entry("daemons/chat", "two"))
+        .await
+        .expect("write");
+    svc.logger().flush().await.expect("flush");
+    let text = read(&path);
+    assert!(text.contains("two") && !text.contains("one"), "{text}");
+
+    // Rotate (rename away): old lines stay in the rotated file, new ones in a new file.
+    let rotated = root.join("daemons/chat.log.1");
+    std::fs::rename(&path, &rotated).expect("mv");
+    svc.handle("log/write", entry("daemons/chat", "three"))
+        .await
+        .expect("write");
+    svc.logger().flush().await.expect("flush");
+    assert!(read(&rotated).contains("two") && !read(&rotated).contains("three"));
+    assert!(read(&path).contains("three") && !read(&path).contains("two"));
+
+    // Deleting the whole directory works too.
+    std::fs::remove_dir_all(&root).expect("rm -r");
+    svc.handle("log/write", entry("daemons/chat", "four"))
+        .await
+        .expect("write");
+    svc.logger().flush().await.expect("flush");
+    assert!(read(&path).contains("four"));
+    assert_eq!(svc.logger().stats().lines_written, 4);
+}
+
+#[tokio::test]
+async fn rate_limit_drop_notice_has_the_exact_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    // 1 line per second with a burst of 3: ten lines at once → 3 written, 7 dropped.
+    let svc = LoggerService::new(LoggerConfig {
+        rate_per_sec: 1,
+        burst: 3,
+        ..LoggerConfig::new(&root)
+    })
+    .expect("logger");
+    let entries: Vec<Value> = (0..10).map(|i| entry("noisy", &format!("m{i}"))).collect();
+    let r = svc
+        .handle("log/write-batch", json!({"entries": entries}))
+        .await
+        .expect("write");
+    assert_eq!(r["queued"], 3);
+    assert_eq!(r["rateLimited"], 7);
+    // Another category is not affected.
+    let r = svc
+        .handle("log/write", entry("quiet", "hello"))
+        .await
+        .expect("write");
+    assert_eq!(r["queued"], true);
+    let path = root.join("noisy.log");
+    let found = eventually(svc.logger(), || {
+        read(&path).contains("[rate limited: dropped 7 lines in the last ")
+    })
+    .await;
+    assert!(found, "no notice in {:?}", read(&path));
+    let text = read(&path);
+    assert_eq!(text.matches("rate limited").count(), 1, "{text}");
+    assert!(text.contains(" WARN [logger] [rate limited: dropped 7 lines in the last "));
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let stats = svc.logger().stats();
+    assert_eq!(stats.dropped_rate, 7);
+    assert_eq!(stats.lines_written, 3 + 1 + 1);
+}
+
+#[tokio::test]
+async fn stats_are_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(LoggerConfig {
+        queue: 100,
+        ..cfg(&root)
+    })
+    .expect("logger");
+    let mut bytes = 0u64;
+    for i in 0..20 {
+        let cat = format!("c{}", i % 4);
+        let r = svc
+            .handle("log/write", entry(&cat, &format!("message {i}")))
+            .await
+            .expect("write");
+        bytes += r["bytesWritten"].as_u64().expect("bytes");
+    }
+    // Larger than the queue: refused whole.
+    let big: Vec<Value> = (0..101).map(|i| entry("c0", &format!("{i}"))).collect();
+    let e = svc
+        .handle("log/write-batch", json!({"entries": big}))
+        .await
+        .expect_err("too big");
+    assert_eq!(e.code, ErrorCode::Validation);
+    svc.handle("log/flush", json!({})).await.expect("flush");
+    let on_disk: u64 = (0..4)
+        .map(|c| {
+            std::fs::metadata(root.join(format!("c{c}.log")))
+                .expect("file")
+                .len()
+        })
+        .sum();
+    assert_eq!(on_disk, bytes);
+    let stats = svc.handle("log/stats", json!({})).await.expect("stats");
+    let expected = LoggerStats {
+        lines_written: 20,
+        bytes_written: bytes,
+        dropped_queue: 0,
+        dropped_rate: 0,
+        write_errors: 0,
+        open_files: 4,
+        categories: 4,
+        queued: 0,
+    };
+    assert_eq!(stats, serde_json::to_value(&expected).expect("json"));
+    assert_eq!(
+        stats,
+        json!({"linesWritten": 20, "bytesWritten": bytes, "droppedQueue": 0, "droppedRate": 0,
+               "writeErrors": 0, "openFiles": 4, "categories": 4, "queued": 0})
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_queue_and_refuses_later_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(LoggerConfig {
+        flush_interval: Duration::from_secs(3600),
+        batch_lines: 1_000_000,
+        ..cfg(&root)
+    })
+    .expect("logger");
+    for i in 0..1000 {
+        svc.handle("log/write", entry("drain", &format!("{i}")))
+            .await
+            .expect("write");
+    }
+    svc.shutdown().await;
+    assert_eq!(read(&root.join("drain.log")).lines().count(), 1000);
+    let e = svc
+        .handle("log/write", entry("drain", "late"))
+        .await
+        .expect_err("closed");
+    assert_eq!(e.code, ErrorCode::ShuttingDown);
+    svc.shutdown().await; // idempotent
+    assert_eq!(svc.logger().stats().open_files, 0);
+}
+
+#[tokio::test]
+async fn batch_level_fields_and_compact_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(cfg(&root)).expect("logger");
+    let r = svc
+        .handle(
+            "log/write-batch",
+            json!({"category": "daemons/chat", "level": "warn", "component": "chat",
+                   "entries": ["first", "second", {"message": "third", "level": "error"},
+                               {"message": "elsewhere", "category": "other", "args": {"n": 1}}]}),
+        )
+        .await
+        .expect("write");
+    assert_eq!(r["queued"], 4);
+    svc.logger().flush().await.expect("flush");
+    let chat: Vec<String> = read(&root.join("daemons/chat.log"))
+        .lines()
+        .map(|l| l[25..].to_owned())
+        .collect();
+    assert_eq!(
+        chat,
+        [
+            "WARN [chat] first",
+            "WARN [chat] second",
+            "ERROR [chat] third"
+        ]
+    );
+    assert!(read(&root.join("other.log")).ends_with(" WARN [chat] elsewhere {\"n\":1}\n"));
+    // A bare message needs the batch-level fields.
+    let e = svc
+        .handle(
+            "log/write-batch",
+            json!({"level": "info", "entries": ["x"]}),
+        )
+        .await
+        .expect_err("no category");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.message.starts_with("entries[0]"), "{}", e.message);
+    let e = svc
+        .handle("log/write-batch", json!({"entries": [3]}))
+        .await
+        .expect_err("number");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+}
