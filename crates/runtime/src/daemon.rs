@@ -186,6 +186,12 @@ impl Context {
         &self.inner.metrics
     }
 
+    /// Publish daemon-specific status (archive progress, worker placement, ...) shown in this
+    /// daemon's report (`health/status`). Replaces what was set before; keep it small.
+    pub fn set_details(&self, details: Value) {
+        *self.inner.metrics.details.lock() = Some(details);
+    }
+
     /// The shared CPU pool.
     pub fn pool(&self) -> &CpuPool {
         &self.inner.pool

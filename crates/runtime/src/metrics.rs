@@ -47,6 +47,8 @@ pub struct DaemonMetrics {
     pub(crate) work_pool: AtomicU64,
     pub(crate) work_blocking: AtomicU64,
     pub(crate) work_worker: AtomicU64,
+    /// Daemon-specific status (archive progress, worker placement, ...), set by the daemon.
+    pub(crate) details: parking_lot::Mutex<Option<serde_json::Value>>,
 }
 
 impl DaemonMetrics {
@@ -165,6 +167,9 @@ pub struct DaemonReport {
     pub longest_poll_ms: f64,
     /// Where its work ran.
     pub work: WorkCounts,
+    /// Daemon-specific status the daemon published with `Context::set_details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 pub(crate) fn us_to_ms(us: u64) -> f64 {

@@ -341,6 +341,7 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
         events: m.events.load(Relaxed),
         longest_poll_ms: us_to_ms(m.longest_poll_us()),
         work: work_counts(m),
+        details: m.details.lock().clone(),
     }
 }
 
