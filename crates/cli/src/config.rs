@@ -25,6 +25,7 @@
 
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::SessionConfig;
+use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
 use serde::Deserialize;
@@ -41,6 +42,59 @@ pub struct Config {
     pub runtime: RuntimeSection,
     /// The session daemon.
     pub sessions: SessionsSection,
+    /// The data daemon (SQLite).
+    pub data: DataSection,
+    /// The archive daemon.
+    pub archive: ArchiveSection,
+}
+
+/// `[data]`: the SQLite data daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Read-only connections for `primary`.
+    pub readers: usize,
+    /// Writes queued for the writer thread before `overloaded`.
+    pub writer_queue: usize,
+    /// Most writes committed in one group transaction.
+    pub max_group: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        let d = DataConfig::new("");
+        DataSection {
+            readers: d.readers,
+            writer_queue: d.writer_queue,
+            max_group: d.max_group,
+        }
+    }
+}
+
+/// `[archive]`: moving old rows of collections with an archive rule to `DIR/data/archive/`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// Period of the archive run.
+    pub interval_ms: u64,
+    /// Rows per batch.
+    pub batch_size: u64,
+    /// Rotate the archive file at this many rows.
+    pub max_file_rows: u64,
+    /// Most batches per run.
+    pub max_batches_per_run: u32,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        let d = ArchiveConfig::new(StoreSlot::default());
+        ArchiveSection {
+            interval_ms: u64::try_from(d.interval.as_millis()).unwrap_or(u64::MAX),
+            batch_size: d.batch_size,
+            max_file_rows: d.max_file_rows,
+            max_batches_per_run: d.max_batches_per_run,
+        }
+    }
 }
 
 /// `[host]`: the socket server's bounds.
@@ -203,6 +257,27 @@ impl Config {
             default_timeout: Duration::from_millis(self.runtime.default_timeout_ms),
             max_timeout: Duration::from_millis(self.runtime.max_timeout_ms),
             ..RuntimeConfig::default()
+        }
+    }
+
+    /// The data daemon's settings for `data_dir`.
+    pub fn data_config(&self, data_dir: &Path) -> DataConfig {
+        DataConfig {
+            readers: self.data.readers.max(1),
+            writer_queue: self.data.writer_queue.max(1),
+            max_group: self.data.max_group.max(1),
+            ..DataConfig::new(data_dir)
+        }
+    }
+
+    /// The archive daemon's settings, reading the store from `store`.
+    pub fn archive_config(&self, store: StoreSlot) -> ArchiveConfig {
+        ArchiveConfig {
+            interval: Duration::from_millis(self.archive.interval_ms.max(1)),
+            batch_size: self.archive.batch_size.max(1),
+            max_file_rows: self.archive.max_file_rows.max(1),
+            max_batches_per_run: self.archive.max_batches_per_run.max(1),
+            ..ArchiveConfig::new(store)
         }
     }
 

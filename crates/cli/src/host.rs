@@ -21,6 +21,7 @@
 use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
+use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
 use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
@@ -197,6 +198,10 @@ async fn run_async(
             host: Arc::clone(&counters),
         },
     );
+    let data_daemon = DataDaemon::new(cfg.data_config(&opts.data_dir));
+    let store = data_daemon.store_slot();
+    builder.register(data_daemon);
+    builder.register(ArchiveDaemon::new(cfg.archive_config(store)));
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

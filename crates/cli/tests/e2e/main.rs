@@ -69,10 +69,21 @@ async fn every_system_command_answers_over_the_socket() {
         list["count"]
     );
 
-    let status = c
-        .call("health/status", Value::Null, t)
-        .await
-        .expect("status");
+    // The socket answers before every daemon is READY (data opens SQLite): wait for all.
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            let s = c
+                .call("health/status", Value::Null, t)
+                .await
+                .expect("status");
+            if s["ready"] == s["count"] {
+                break s;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("all ready");
     assert_eq!(status["failed"], 0);
     assert_eq!(status["ready"], status["count"]);
     let metrics = c
@@ -424,12 +435,19 @@ async fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
                 .expect("stream ends")
                 .is_none()
         );
-        // The data dir stays, with only the lock file in it.
-        let left: Vec<_> = std::fs::read_dir(&host.data)
+        // The data dir stays with the lock file and the databases; the socket is gone.
+        let mut left: Vec<_> = std::fs::read_dir(&host.data)
             .expect("data dir")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("daemonhost.lock")]);
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                std::ffi::OsString::from("daemonhost.lock"),
+                std::ffi::OsString::from("data")
+            ]
+        );
     }
 }
 

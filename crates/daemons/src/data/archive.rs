@@ -511,10 +511,9 @@ async fn run_and_publish(ctx: &Context, a: &Archiver) -> Value {
             json!({ "error": e.to_string() })
         }
     };
-    ctx.publish(
-        "archive:progress",
-        json!({ "run": r, "status": a.status() }),
-    );
+    let status = a.status();
+    ctx.set_details(json!({ "archive": status }));
+    ctx.publish("archive:progress", json!({ "run": r, "status": status }));
     r
 }
 
@@ -544,6 +543,7 @@ impl Daemon for ArchiveDaemon {
             .get()
             .ok_or("the data daemon has not published its store")?;
         let a = Arc::new(Archiver::new(store, self.config.clone()));
+        ctx.set_details(json!({ "archive": a.status() }));
         let (a2, c2) = (a.clone(), ctx.clone());
         ctx.timers()
             .register_interval("archive", self.config.interval, move || {
