@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `daemonhost` binary in a temp dir, driven over its socket and
 //! through its CLI. Each test is named after what it proves.
 
+mod data;
 mod harness;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
