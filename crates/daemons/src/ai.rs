@@ -374,37 +374,35 @@ impl Daemon for AiDaemon {
 
     async fn start(&self, ctx: &Context) -> Result<AiState, BoxError> {
         self.config.validate()?;
-        let path = self.config.secrets_path();
-        let loaded = ctx
-            .spawn_cpu(move || load_secrets_logged(&path))
+        // Reading secrets.env and building the HTTP clients (which load the system's CA
+        // bundle from disk) is blocking file work: all of it runs on the CPU pool.
+        let config = self.config.clone();
+        let router = ctx.router().clone();
+        let (registry, secrets) = ctx
+            .spawn_cpu(move || {
+                let (secrets, refused, status) = match secrets::load_secrets(&config.secrets_path())
+                {
+                    Ok(s) => {
+                        let status = json!({"status": "loaded", "count": s.len()});
+                        (s, None, status)
+                    }
+                    Err(e) => {
+                        let cause = e.to_string();
+                        tracing::warn!(error = %cause, "AI secrets refused; providers needing a key are disabled");
+                        let status = json!({"status": "refused", "reason": cause});
+                        (Secrets::default(), Some(cause), status)
+                    }
+                };
+                let registry = build_registry(&config, &secrets, refused.as_deref(), Some(router));
+                (registry, status)
+            })
             .await
-            .map_err(|e| format!("reading secrets on the CPU pool failed: {e}"))?;
-        let (secrets, refused, status) = match loaded {
-            Ok(s) => {
-                let status = json!({"status": "loaded", "count": s.len()});
-                (s, None, status)
-            }
-            Err(e) => {
-                let cause = e.to_string();
-                tracing::warn!(error = %cause, "AI secrets refused; providers needing a key are disabled");
-                let status = json!({"status": "refused", "reason": cause});
-                (Secrets::default(), Some(cause), status)
-            }
-        };
-        let registry = build_registry(
-            &self.config,
-            &secrets,
-            refused.as_deref(),
-            Some(ctx.router().clone()),
-        );
+            .map_err(|e| format!("building the provider list on the CPU pool failed: {e}"))?;
         tracing::info!(
             providers = %registry.providers().iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
             "AI providers registered"
         );
-        Ok(AiState {
-            registry,
-            secrets: status,
-        })
+        Ok(AiState { registry, secrets })
     }
 
     async fn start_deferred(&self, ctx: &Context, state: &AiState) -> Result<(), BoxError> {
@@ -454,10 +452,6 @@ impl Daemon for AiDaemon {
             ))),
         }
     }
-}
-
-fn load_secrets_logged(path: &std::path::Path) -> Result<Secrets, SecretsError> {
-    secrets::load_secrets(path)
 }
 
 #[cfg(test)]

@@ -54,10 +54,15 @@ struct Seen {
     completions: AtomicUsize,
     models: AtomicUsize,
     authorization: Mutex<Vec<String>>,
+    /// `x-api-key` and `anthropic-version` of Anthropic requests.
+    anthropic_headers: Mutex<Vec<(String, String)>>,
     bodies: Mutex<Vec<Value>>,
 }
 
 struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    root: String,
+    /// `{root}/v1`, the OpenAI-compatible base URL.
     base_url: String,
     seen: Arc<Seen>,
     task: tokio::task::JoinHandle<()>,
@@ -79,6 +84,7 @@ impl TestServer {
             }
         });
         TestServer {
+            root: format!("http://{addr}"),
             base_url: format!("http://{addr}/v1"),
             seen,
             task,
@@ -112,6 +118,7 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
     let mut lines = head.lines();
     let request_line = lines.next().unwrap_or_default().to_owned();
     let mut content_length = 0usize;
+    let (mut api_key, mut version) = (String::new(), String::new());
     for l in lines {
         let Some((k, v)) = l.split_once(':') else {
             continue;
@@ -119,6 +126,8 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
         match k.trim().to_ascii_lowercase().as_str() {
             "content-length" => content_length = v.trim().parse().unwrap_or(0),
             "authorization" => seen.authorization.lock().push(v.trim().to_owned()),
+            "x-api-key" => api_key = v.trim().to_owned(),
+            "anthropic-version" => version = v.trim().to_owned(),
             _ => {}
         }
     }
@@ -150,6 +159,20 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
                              "message": {"role": "assistant",
                                          "content": format!("pong from test server: {last}")}}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+            }),
+        )
+    } else if request_line.starts_with("POST /v1/messages ") {
+        seen.anthropic_headers.lock().push((api_key, version));
+        let model = body["model"].clone();
+        let system = body["system"].as_str().unwrap_or_default().to_owned();
+        seen.bodies.lock().push(body);
+        (
+            "200 OK",
+            json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": "claude-ish: "},
+                            {"type": "text", "text": format!("system was '{system}'")}],
+                "usage": {"input_tokens": 4, "output_tokens": 6}
             }),
         )
     } else if request_line.starts_with("GET /v1/models ") {
@@ -247,6 +270,14 @@ async fn local_openai_server_answers_then_its_circuit_opens_and_retrieval_answer
     assert_eq!(provider(&providers, "local")["circuit"], "closed");
     assert_eq!(providers["secrets"]["status"], "loaded");
     assert!(server.seen.models.load(Ordering::SeqCst) >= 1);
+    // Core init did no network and no blocking work on the daemon's task.
+    let init = rt
+        .init_reports()
+        .into_iter()
+        .find(|r| r.daemon == "ai")
+        .expect("ai init report");
+    assert!(init.core_init_ms < 1000.0, "{init:?}");
+    assert!(init.work.pool + init.work.blocking >= 1, "{init:?}");
 
     // The reply comes from the server.
     let r = within("generate", router.ask("ai/generate", ask_generate("ping")))
@@ -493,5 +524,126 @@ async fn generate_rejects_bad_params_naming_the_field() {
     let e = router.ask("ai/generate", p).await.expect_err("unknown");
     assert_eq!(e.code, ErrorCode::Validation);
     assert!(e.message.contains("unknown provider 'nope'"), "{e}");
+    within("shutdown", rt.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_adapter_speaks_the_messages_api() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_secrets(dir.path(), 0o600);
+    let rt = runtime_with(|b| {
+        b.register(AiDaemon::new(AiConfig {
+            data_dir: dir.path().to_owned(),
+            providers: vec![
+                ProviderConfig::anthropic("claude", "claude-test", "LOCAL_KEY")
+                    .base_url(&server.root)
+                    .priority(5),
+                ProviderConfig::retrieval(),
+            ],
+            health_interval: Duration::from_secs(3600),
+            ..AiConfig::default()
+        }));
+    })
+    .await;
+    let router = rt.router();
+    let r = within(
+        "generate",
+        router.ask(
+            "ai/generate",
+            json!({"messages": [{"role": "system", "content": "be brief"},
+                                {"role": "user", "content": "hi"}],
+                   "maxTokens": 32}),
+        ),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r["provider"], "claude", "{r}");
+    assert_eq!(r["text"], "claude-ish: system was 'be brief'");
+    assert_eq!(r["model"], "claude-test");
+    assert_eq!(r["usage"]["totalTokens"], 10);
+    assert_eq!(
+        server.seen.anthropic_headers.lock().last().cloned(),
+        Some((KEY.to_owned(), "2023-06-01".to_owned()))
+    );
+    let sent = server.seen.bodies.lock().last().cloned().expect("a body");
+    assert_eq!(sent["max_tokens"], 32);
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
+    server.stop().await;
+    within("shutdown", rt.shutdown()).await;
+}
+
+/// A server that accepts and then misbehaves: `stream` sends an endless body (no length),
+/// otherwise it never answers. Returns the base URL; the task ends with the test's runtime.
+async fn hostile_server(stream: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            if stream {
+                tokio::spawn(async move {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let block = [b'x'; 4096];
+                    while sock.write_all(&block).await.is_ok() {}
+                });
+            } else {
+                held.push(sock);
+            }
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_and_silent_servers_cost_bounded_memory_and_time() {
+    let endless = hostile_server(true).await;
+    let silent = hostile_server(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime_with(|b| {
+        b.register(AiDaemon::new(AiConfig {
+            data_dir: dir.path().to_owned(),
+            providers: vec![
+                ProviderConfig::openai("endless", &endless, "m").priority(2),
+                ProviderConfig::openai("silent", &silent, "m").priority(1),
+                ProviderConfig::retrieval(),
+            ],
+            max_response_bytes: 64 * 1024,
+            request_timeout: Duration::from_millis(500),
+            health_timeout: Duration::from_millis(500),
+            health_interval: Duration::from_secs(3600),
+            ..AiConfig::default()
+        }));
+    })
+    .await;
+    let router = rt.router();
+    let started = std::time::Instant::now();
+    let r = within("generate", router.ask("ai/generate", ask_generate("hi")))
+        .await
+        .expect("retrieval answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r["provider"], "retrieval", "{r}");
+    let attempts = r["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts[0]["provider"], "endless");
+    assert!(
+        attempts[0]["reason"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than 65536 bytes")),
+        "{r}"
+    );
+    assert_eq!(attempts[1]["provider"], "silent");
+    assert!(
+        attempts[1]["reason"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 500 ms")),
+        "{r}"
+    );
     within("shutdown", rt.shutdown()).await;
 }
