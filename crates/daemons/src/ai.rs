@@ -26,6 +26,10 @@
 //!   reason?}]}`. With `provider`, only that one is used (`validation` if unknown, `unavailable`
 //!   if its circuit is open or it fails, `overloaded` if it is full). Without, all failing is
 //!   `unavailable` listing every cause.
+//!   `model` overrides the configured model of whichever network provider answers, so it is
+//!   mostly useful together with `provider`. Every call is bounded by `request_timeout` and by
+//!   the request's deadline; the command's default deadline is `request_timeout + 10 s`, so one
+//!   provider timing out still leaves the fallback time to answer.
 //! - `ai/providers` → `{providers: [{name, kind, model, baseUrl, priority, isLanguageModel,
 //!   health: healthy|unhealthy|unknown, circuit: closed|open|half_open, lastError, inFlight,
 //!   maxConcurrency, calls, failures, …}], secrets}`. Never a key.

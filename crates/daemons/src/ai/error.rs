@@ -72,6 +72,20 @@ pub enum AdapterError {
 }
 
 impl AdapterError {
+    /// Whether this failure says something about the provider's health. A 400/413/422 means
+    /// the provider is up and refused this particular request (an unknown `model`, too many
+    /// tokens): the walk still falls through, but the breaker does not count it, so one bad
+    /// request cannot open a healthy provider's circuit for everybody.
+    pub fn counts_against_provider(&self) -> bool {
+        !matches!(
+            self,
+            AdapterError::Status {
+                status: 400 | 413 | 422,
+                ..
+            }
+        )
+    }
+
     /// The protocol code for this failure when it is the whole answer.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -202,5 +216,48 @@ impl AiError {
 impl From<AiError> for DaemonError {
     fn from(e: AiError) -> Self {
         DaemonError::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_requests_do_not_count_against_the_provider() {
+        let status = |status| AdapterError::Status {
+            provider: "p".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(!status(400).counts_against_provider());
+        assert!(!status(422).counts_against_provider());
+        assert!(status(401).counts_against_provider());
+        assert!(status(500).counts_against_provider());
+        assert!(status(429).counts_against_provider());
+        let t = AdapterError::Timeout {
+            provider: "p".into(),
+            after_ms: 5,
+        };
+        assert_eq!(t.code(), ErrorCode::Timeout);
+        assert!(t.counts_against_provider());
+    }
+
+    #[test]
+    fn errors_map_to_protocol_codes() {
+        assert_eq!(
+            DaemonError::from(AiError::validation("messages", "is required")).code,
+            ErrorCode::Validation
+        );
+        let all = AiError::AllFailed {
+            attempts: vec![Attempt {
+                provider: "a".into(),
+                outcome: Outcome::CircuitOpen,
+                reason: Some("refused".into()),
+            }],
+        };
+        let e = DaemonError::from(all);
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(e.message.contains("a: circuit open (refused)"), "{e}");
     }
 }

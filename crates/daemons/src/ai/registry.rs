@@ -254,7 +254,12 @@ impl Call<'_> {
                 Err(e) => {
                     p.failures.fetch_add(1, Ordering::Relaxed);
                     let msg = e.to_string();
-                    st.breaker.on_failure(ticket, Instant::now(), &msg);
+                    if e.counts_against_provider() {
+                        st.breaker.on_failure(ticket, Instant::now(), &msg);
+                    } else {
+                        // The provider answered: it is up, this request was refused.
+                        st.breaker.on_success(ticket);
+                    }
                     st.last_error = Some(msg);
                 }
             }
