@@ -24,6 +24,7 @@
 //! ```
 
 use anyhow::{Context as _, bail};
+use daemonhost_daemons::AiConfig;
 use daemonhost_daemons::SessionConfig;
 use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
@@ -33,7 +34,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The socket server.
@@ -46,6 +47,8 @@ pub struct Config {
     pub data: DataSection,
     /// The archive daemon.
     pub archive: ArchiveSection,
+    /// The AI provider daemon (`[ai]`, `[[ai.providers]]`); `data_dir` defaults to the host's.
+    pub ai: AiConfig,
 }
 
 /// `[data]`: the SQLite data daemon.
@@ -279,6 +282,16 @@ impl Config {
             max_batches_per_run: self.archive.max_batches_per_run.max(1),
             ..ArchiveConfig::new(store)
         }
+    }
+
+    /// The AI provider daemon's settings; secrets are read from `data_dir/secrets.env` unless
+    /// the file names another directory.
+    pub fn ai_config(&self, data_dir: &Path) -> AiConfig {
+        let mut ai = self.ai.clone();
+        if ai.data_dir.as_os_str().is_empty() || ai.data_dir == Path::new(".") {
+            ai.data_dir = data_dir.to_path_buf();
+        }
+        ai
     }
 
     /// The session store settings this config asks for.

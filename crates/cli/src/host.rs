@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
-use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
+use daemonhost_daemons::{AiDaemon, HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
@@ -202,6 +202,7 @@ async fn run_async(
     let store = data_daemon.store_slot();
     builder.register(data_daemon);
     builder.register(ArchiveDaemon::new(cfg.archive_config(store)));
+    builder.register(AiDaemon::new(cfg.ai_config(&opts.data_dir)));
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

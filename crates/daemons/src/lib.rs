@@ -6,11 +6,13 @@
 //! `system/startup`, `events/*` and `session/*`. Application daemons will register here too.
 #![forbid(unsafe_code)]
 
+pub mod ai;
 pub mod data;
 pub mod persona;
 pub mod session;
 pub mod system;
 
+pub use ai::{AiConfig, AiDaemon};
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{
     EventsDaemon, HealthDaemon, HostCounters, HostStartup, SystemConfig, SystemDaemon,
