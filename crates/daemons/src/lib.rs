@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod data;
+pub mod logging;
 pub mod persona;
+pub mod placed;
+pub mod search;
 pub mod session;
 pub mod system;
 
