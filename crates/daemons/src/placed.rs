@@ -199,6 +199,9 @@ pub struct Placed<S: WorkerService> {
     placement: Placement,
     fallback: Arc<S>,
     supervisor: Option<WorkerSupervisor>,
+    /// The worker's socket, removed by the supervisor; its directory is removed at stop when
+    /// empty (the last worker to stop takes it).
+    socket: Option<PathBuf>,
     /// Served commands → idempotent.
     commands: HashMap<&'static str, bool>,
     /// Whether the worker's state must be loaded after each (re)start before it answers.
@@ -241,20 +244,22 @@ impl<S: WorkerService> Placed<S> {
             .into_iter()
             .map(|c| (c.name, c.idempotent))
             .collect();
-        let supervisor = match placement {
+        let (supervisor, socket) = match placement {
             Placement::Process => {
                 let spec = options
                     .spec(kind)
                     .map_err(|e| format!("cannot prepare the {kind} worker: {e}"))?;
-                Some(WorkerSupervisor::spawn(spec))
+                let socket = spec.socket_path.clone();
+                (Some(WorkerSupervisor::spawn(spec)), Some(socket))
             }
-            Placement::InProcess => None,
+            Placement::InProcess => (None, None),
         };
         let placed = Arc::new(Placed {
             kind,
             placement,
             fallback: Arc::new(fallback),
             supervisor,
+            socket,
             commands,
             needs_sync,
             synced_generation: AtomicU64::new(0),
@@ -353,8 +358,7 @@ impl<S: WorkerService> Placed<S> {
     ) -> Result<Value, DaemonError> {
         ctx.metrics().record_work(WorkPlace::Inline);
         self.fallback_served.fetch_add(1, Ordering::Relaxed);
-        self.last_answered
-            .store(ANSWERED_FALLBACK, Ordering::Relaxed);
+        self.answered(ctx, ANSWERED_FALLBACK);
         self.fallback
             .handle(command, params)
             .await
@@ -428,13 +432,27 @@ impl<S: WorkerService> Placed<S> {
     fn answered_by_worker(&self, ctx: &Context) {
         ctx.metrics().record_work(WorkPlace::Worker);
         self.worker_served.fetch_add(1, Ordering::Relaxed);
-        self.last_answered.store(ANSWERED_WORKER, Ordering::Relaxed);
+        self.answered(ctx, ANSWERED_WORKER);
+    }
+
+    /// Record which placement answered; a change of placement refreshes the details at once
+    /// (the counters are refreshed by the status task).
+    fn answered(&self, ctx: &Context, by: u8) {
+        if self.last_answered.swap(by, Ordering::Relaxed) != by {
+            ctx.set_details(self.details());
+        }
     }
 
     /// Stop the worker (graceful, reaped, socket removed) and shut the fallback down.
     pub async fn shutdown(&self) {
         if let Some(sup) = &self.supervisor {
             sup.shutdown().await;
+        }
+        if let Some(dir) = self.socket.as_deref().and_then(Path::parent)
+            && dir.ends_with("run")
+        {
+            // Fails while another worker's socket is still there: that one removes it.
+            let _ = std::fs::remove_dir(dir);
         }
         self.fallback.shutdown().await;
     }
