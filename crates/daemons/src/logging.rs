@@ -327,6 +327,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_layer_forwards_daemon_events_but_not_the_loggers_own() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(DaemonLogLayer::new());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(daemon = "search", docs = 3_u64, "Index loaded");
+            tracing::info!(daemon = "logger", "Not forwarded: would recurse");
+            tracing::info!("Not forwarded: no daemon");
+        });
+        let mut rx = channel().1.rx.lock().take().expect("receiver");
+        let line = rx.try_recv().expect("one line");
+        assert_eq!(line.daemon, "search");
+        assert_eq!(line.level, "info");
+        assert_eq!(line.message, "Index loaded");
+        assert_eq!(line.args["docs"], 3);
+        assert!(rx.try_recv().is_err(), "only the search line");
+    }
+
+    #[test]
     fn categories_are_valid_segments() {
         assert_eq!(category_for("search"), "daemons/search");
         assert_eq!(category_for("a/b c"), "daemons/a_b_c");

@@ -448,6 +448,10 @@ impl<S: WorkerService> Placed<S> {
         if let Some(sup) = &self.supervisor {
             sup.shutdown().await;
         }
+        if let Some(socket) = &self.socket {
+            // The supervisor leaves it behind when the worker hit its start limit.
+            let _ = std::fs::remove_file(socket);
+        }
         if let Some(dir) = self.socket.as_deref().and_then(Path::parent)
             && dir.ends_with("run")
         {

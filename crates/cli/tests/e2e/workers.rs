@@ -277,8 +277,15 @@ async fn workers_crash_at_start_fails_the_worker_and_the_fallback_serves() {
     let d = details(&c, "search").await;
     assert_eq!(d["servingFrom"], "fallback", "{d}");
     assert_eq!(d["lastAnsweredBy"], "fallback", "{d}");
-    // The logger's worker was not affected.
+    // The logger's worker was not affected, and the search daemon's own log lines (through the
+    // tracing layer) landed in its file.
     serving_from_worker(&c, "logger").await;
+    let file = host.data.join("logs/daemons/search.log");
+    eventually("the search daemon's log to record the failure", || async {
+        c.call("log/flush", json!({}), T).await.expect("flush");
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("Worker failed"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
