@@ -21,12 +21,26 @@
 //! [sessions]
 //! max_sessions = 10000
 //! ttl_secs = 3600
+//!
+//! [workers]
+//! logger = "process"        # or "in_process"
+//! search = "process"
+//! ping_interval_ms = 1000
+//! ping_timeout_ms = 500
+//! max_missed_pings = 3
+//! start_timeout_ms = 5000
+//! start_limit_burst = 5     # starts ...
+//! start_limit_interval_ms = 10000   # ... within this, then the worker is failed
+//! backoff_ms = 50
+//! max_backoff_ms = 2000
+//! stop_grace_ms = 2000
 //! ```
 
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::AiConfig;
 use daemonhost_daemons::SessionConfig;
 use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
+use daemonhost_daemons::placed::{Placement, WorkerOptions, WorkersConfig};
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
 use serde::Deserialize;
@@ -49,6 +63,59 @@ pub struct Config {
     pub archive: ArchiveSection,
     /// The AI provider daemon (`[ai]`, `[[ai.providers]]`); `data_dir` defaults to the host's.
     pub ai: AiConfig,
+    /// Worker processes (logger, search).
+    pub workers: WorkersSection,
+}
+
+/// `[workers]`: placement of the logger and search daemons and supervision of their workers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// `process` (default) or `in_process`.
+    pub logger: Placement,
+    /// `process` (default) or `in_process`.
+    pub search: Placement,
+    /// Health ping period.
+    pub ping_interval_ms: u64,
+    /// A ping slower than this counts as missed.
+    pub ping_timeout_ms: u64,
+    /// Consecutive missed pings before a worker is killed and restarted.
+    pub max_missed_pings: u32,
+    /// Spawn → connected and handshake done.
+    pub start_timeout_ms: u64,
+    /// At most this many starts ...
+    pub start_limit_burst: u32,
+    /// ... within this interval; then the worker is failed and the fallback serves.
+    pub start_limit_interval_ms: u64,
+    /// First restart delay (doubles per consecutive failure).
+    pub backoff_ms: u64,
+    /// Largest restart delay.
+    pub max_backoff_ms: u64,
+    /// Graceful stop budget before SIGTERM, then SIGKILL.
+    pub stop_grace_ms: u64,
+}
+
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        let d = WorkerOptions::new("");
+        WorkersSection {
+            logger: Placement::Process,
+            search: Placement::Process,
+            ping_interval_ms: ms_of(d.ping_interval),
+            ping_timeout_ms: ms_of(d.ping_timeout),
+            max_missed_pings: d.max_missed_pings,
+            start_timeout_ms: ms_of(d.start_timeout),
+            start_limit_burst: d.start_limit_burst,
+            start_limit_interval_ms: ms_of(d.start_limit_interval),
+            backoff_ms: ms_of(d.backoff),
+            max_backoff_ms: ms_of(d.max_backoff),
+            stop_grace_ms: ms_of(d.stop_grace),
+        }
+    }
 }
 
 /// `[data]`: the SQLite data daemon.
@@ -214,6 +281,22 @@ impl Config {
             ("runtime.max_timeout_ms", self.runtime.max_timeout_ms),
             ("sessions.max_sessions", self.sessions.max_sessions as u64),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
+            ("workers.ping_interval_ms", self.workers.ping_interval_ms),
+            ("workers.ping_timeout_ms", self.workers.ping_timeout_ms),
+            (
+                "workers.max_missed_pings",
+                u64::from(self.workers.max_missed_pings),
+            ),
+            ("workers.start_timeout_ms", self.workers.start_timeout_ms),
+            (
+                "workers.start_limit_burst",
+                u64::from(self.workers.start_limit_burst),
+            ),
+            (
+                "workers.start_limit_interval_ms",
+                self.workers.start_limit_interval_ms,
+            ),
+            ("workers.stop_grace_ms", self.workers.stop_grace_ms),
         ];
         for (name, v) in nonzero {
             if v == 0 {
@@ -294,6 +377,29 @@ impl Config {
         ai
     }
 
+    /// The worker-backed daemons' settings for the host of `data_dir`.
+    pub fn workers_config(&self, data_dir: &Path, store: StoreSlot) -> WorkersConfig {
+        let w = &self.workers;
+        let options = WorkerOptions {
+            ping_interval: Duration::from_millis(w.ping_interval_ms),
+            ping_timeout: Duration::from_millis(w.ping_timeout_ms),
+            max_missed_pings: w.max_missed_pings,
+            start_timeout: Duration::from_millis(w.start_timeout_ms),
+            start_limit_burst: w.start_limit_burst,
+            start_limit_interval: Duration::from_millis(w.start_limit_interval_ms),
+            backoff: Duration::from_millis(w.backoff_ms),
+            max_backoff: Duration::from_millis(w.max_backoff_ms.max(w.backoff_ms)),
+            stop_grace: Duration::from_millis(w.stop_grace_ms),
+            ..WorkerOptions::new(data_dir)
+        };
+        WorkersConfig {
+            logger: w.logger,
+            search: w.search,
+            options,
+            store,
+        }
+    }
+
     /// The session store settings this config asks for.
     pub fn session_config(&self) -> SessionConfig {
         let ttl = Duration::from_secs(self.sessions.ttl_secs);
@@ -331,6 +437,23 @@ mod tests {
         assert_eq!(c.host.max_in_flight_per_connection, 1024);
         assert_eq!(c.session_config().ttl, Duration::from_secs(60));
         assert_eq!(c.runtime, RuntimeSection::default());
+    }
+
+    #[test]
+    fn config_workers_default_to_processes_and_parse() {
+        let d = Config::default();
+        assert_eq!(d.workers.logger, Placement::Process);
+        assert_eq!(d.workers.search, Placement::Process);
+        assert_eq!(d.workers.start_limit_burst, 5);
+        assert_eq!(d.workers.start_limit_interval_ms, 10_000);
+        let c = Config::parse("[workers]\nsearch = \"in_process\"\nping_interval_ms = 200\n")
+            .expect("parse");
+        assert_eq!(c.workers.search, Placement::InProcess);
+        assert_eq!(c.workers.logger, Placement::Process);
+        let w = c.workers_config(Path::new("/tmp/x"), StoreSlot::default());
+        assert_eq!(w.options.ping_interval, Duration::from_millis(200));
+        assert!(Config::parse("[workers]\nsearch = \"elsewhere\"\n").is_err());
+        assert!(Config::parse("[workers]\nstart_limit_burst = 0\n").is_err());
     }
 
     #[test]

@@ -200,6 +200,10 @@ async fn run_async(
     );
     let data_daemon = DataDaemon::new(cfg.data_config(&opts.data_dir));
     let store = data_daemon.store_slot();
+    daemonhost_daemons::placed::register_workers(
+        &mut builder,
+        cfg.workers_config(&opts.data_dir, data_daemon.store_slot()),
+    );
     builder.register(data_daemon);
     builder.register(ArchiveDaemon::new(cfg.archive_config(store)));
     builder.register(AiDaemon::new(cfg.ai_config(&opts.data_dir)));

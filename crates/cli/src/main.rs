@@ -4,9 +4,8 @@
 //! - `daemonhost call COMMAND [--key=value …]` — one command, pretty JSON ([`call`]).
 //! - `daemonhost status` / `daemonhost events PATTERN` — operator views ([`status`], [`events`]).
 //! - `daemonhost bench` — load and startup measurements ([`bench`]).
-//!
-//! (`daemonhost worker KIND --socket PATH`, the out-of-process worker role, joins this list when
-//! worker processes land; the subcommand enum is where it goes.)
+//! - `daemonhost worker KIND --socket PATH [--data-dir DIR]` — the out-of-process worker role,
+//!   spawned by the host's supervisor from its own executable ([`worker`]).
 //!
 //! Exit codes: 0 success; 1 the command failed; 2 no host is running; 3 another host already
 //! runs on the data dir; 64 bad command-line usage.
@@ -19,6 +18,7 @@ mod events;
 mod host;
 mod server;
 mod status;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -123,20 +123,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a worker process (logger or search) serving the host on --socket PATH. Started by
+    /// the host itself; exits when the host closes the connection.
+    #[command(hide = true)]
+    Worker {
+        /// `logger` or `search`.
+        kind: String,
+    },
 }
 
-fn init_logging(level: Option<&str>, default: &str) -> anyhow::Result<()> {
+/// Log to stderr; for `run` (`daemon_logs`), also copy daemons' events to the logger daemon.
+fn init_logging(level: Option<&str>, default: &str, daemon_logs: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = match level {
         Some(l) => {
             EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("bad --log-level '{l}': {e}"))?
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let daemons = daemon_logs.then(daemonhost_daemons::logging::DaemonLogLayer::new);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(daemons)
         .init();
     Ok(())
 }
@@ -180,6 +194,7 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
     init_logging(
         cli.log_level.as_deref(),
         if is_run { "info" } else { "warn" },
+        is_run,
     )?;
     let socket = socket_path(cli);
     match &cli.command {
@@ -196,6 +211,7 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
             command,
             params,
         } => Ok(client_runtime()?.block_on(call::run(&socket, command, params, *json, *timeout))),
+        Command::Worker { kind } => worker::run(kind, cli.socket.as_deref(), &cli.data_dir),
         Command::Status { json } => Ok(client_runtime()?.block_on(status::run(&socket, *json))),
         Command::Events { pattern, count } => {
             Ok(client_runtime()?.block_on(events::run(&socket, pattern, *count)))

@@ -8,7 +8,10 @@
 
 pub mod ai;
 pub mod data;
+pub mod logging;
 pub mod persona;
+pub mod placed;
+pub mod search;
 pub mod session;
 pub mod system;
 
