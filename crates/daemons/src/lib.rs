@@ -6,11 +6,19 @@
 //! `system/startup`, `events/*` and `session/*`. Application daemons will register here too.
 #![forbid(unsafe_code)]
 
+pub mod chat;
+pub mod console;
 pub mod data;
+pub mod governance;
 pub mod persona;
+pub mod platform;
+pub mod rooms;
 pub mod session;
 pub mod system;
+pub mod training;
+pub mod users;
 
+pub use platform::{PlatformConfig, register_platform};
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{
     EventsDaemon, HealthDaemon, HostCounters, HostStartup, SystemConfig, SystemDaemon,
