@@ -22,7 +22,9 @@ use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
-use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
+use daemonhost_daemons::{
+    HostCounters, HostStartup, SystemConfig, register_platform, register_system,
+};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
@@ -201,7 +203,8 @@ async fn run_async(
     let data_daemon = DataDaemon::new(cfg.data_config(&opts.data_dir));
     let store = data_daemon.store_slot();
     builder.register(data_daemon);
-    builder.register(ArchiveDaemon::new(cfg.archive_config(store)));
+    builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
+    register_platform(&mut builder, store, &cfg.platform_config());
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! through its CLI. Each test is named after what it proves.
 
 mod harness;
+mod platform;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
 use harness::*;
