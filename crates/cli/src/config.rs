@@ -31,8 +31,9 @@
 //! ```
 
 use anyhow::{Context as _, bail};
+use daemonhost_daemons::SessionConfig;
 use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
-use daemonhost_daemons::{PlatformConfig, SessionConfig};
+use daemonhost_daemons::platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
 use serde::Deserialize;

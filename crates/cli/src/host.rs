@@ -22,9 +22,8 @@ use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
-use daemonhost_daemons::{
-    HostCounters, HostStartup, SystemConfig, register_platform, register_system,
-};
+use daemonhost_daemons::platform::register_platform;
+use daemonhost_daemons::{HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};

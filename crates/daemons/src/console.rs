@@ -118,6 +118,11 @@ impl ConsoleDaemon {
         at: &str,
     ) -> Result<(String, Value), DaemonError> {
         let Some(o) = e.as_object() else {
+            let at = if at.is_empty() {
+                "params"
+            } else {
+                at.trim_end_matches('.')
+            };
             return Err(DaemonError::bad_request(format!("{at}: must be an object")));
         };
         let message = match o.get("message") {

@@ -18,7 +18,6 @@ pub mod system;
 pub mod training;
 pub mod users;
 
-pub use platform::{PlatformConfig, register_platform};
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{
     EventsDaemon, HealthDaemon, HostCounters, HostStartup, SystemConfig, SystemDaemon,

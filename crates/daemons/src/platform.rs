@@ -18,13 +18,13 @@
 //!
 //! | Daemon | Requires | Events | Serves |
 //! |---|---|---|---|
-//! | `user` | data | `data:users:created|updated|deleted` | `user/create|get|list|update|state` |
-//! | `room` | data, user | `data:rooms:updated|deleted` | `room/create|get|list|join|leave|members|check` |
+//! | `user` | data | `data:users:created`, `:updated`, `:deleted` | `user/create`, `get`, `list`, `update`, `state` |
+//! | `room` | data, user | `data:rooms:updated`, `:deleted` | `room/create`, `get`, `list`, `join`, `leave`, `members`, `check` |
 //! | `room-membership` | data, room | `data:users:created` | `room-membership/status` |
-//! | `chat` | data, room, user | — | `chat/send|history` |
+//! | `chat` | data, room, user | — | `chat/send`, `history` |
 //! | `training` | data | `data:chat_messages:created` (only when rooms are configured) | `training/status` |
-//! | `governance` | data | — | `decision/propose|vote|finalize|list|get` |
-//! | `console` | logger | — | `console/write|write-batch` |
+//! | `governance` | data | — | `decision/propose`, `vote`, `finalize`, `list`, `get` |
+//! | `console` | logger | — | `console/write`, `write-batch` |
 //!
 //! # Why these choices
 //!
