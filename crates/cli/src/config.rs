@@ -34,13 +34,21 @@
 //! backoff_ms = 50
 //! max_backoff_ms = 2000
 //! stop_grace_ms = 2000
+//! [platform]
+//! console = true             # console/write into the logger
+//! auto_join = ["general"]
+//! training_rooms = []        # e.g. ["general"]
+//! training_context = 10
+//! governance_interval_ms = 5000
 //! ```
 
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::AiConfig;
 use daemonhost_daemons::SessionConfig;
 use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
+use daemonhost_daemons::persona::PersonasConfig;
 use daemonhost_daemons::placed::{Placement, WorkerOptions, WorkersConfig};
+use daemonhost_daemons::platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
 use serde::Deserialize;
@@ -65,6 +73,10 @@ pub struct Config {
     pub ai: AiConfig,
     /// Worker processes (logger, search).
     pub workers: WorkersSection,
+    /// The chat platform daemons.
+    pub platform: PlatformSection,
+    /// The persona daemon (`[personas]`, `[personas.persona]` for each persona's state).
+    pub personas: PersonasConfig,
 }
 
 /// `[workers]`: placement of the logger and search daemons and supervision of their workers.
@@ -114,6 +126,54 @@ impl Default for WorkersSection {
             backoff_ms: ms_of(d.backoff),
             max_backoff_ms: ms_of(d.max_backoff),
             stop_grace_ms: ms_of(d.stop_grace),
+        }
+    }
+}
+
+/// `[platform]`: users, rooms, chat, training, governance, console.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformSection {
+    /// Register the `console` daemon (it requires the `logger` daemon, which the host runs).
+    pub console: bool,
+    /// Rooms every user joins automatically.
+    pub auto_join: Vec<String>,
+    /// Rooms ensured at start.
+    pub default_rooms: Vec<String>,
+    /// Rooms whose messages become training examples (empty: the training daemon idles).
+    pub training_rooms: Vec<String>,
+    /// Messages of context per training example.
+    pub training_context: usize,
+    /// Period of the overdue-proposal finaliser.
+    pub governance_interval_ms: u64,
+    /// Fewer votes than this at finalisation means manual review.
+    pub governance_min_votes: usize,
+    /// Capacity of the `users` cache.
+    pub users_cache: usize,
+    /// Capacity of the `room-names` cache.
+    pub room_names_cache: usize,
+    /// Capacity of the `message-dedup` cache.
+    pub dedup_cache: usize,
+    /// Most members per room.
+    pub max_room_members: usize,
+}
+
+impl Default for PlatformSection {
+    fn default() -> Self {
+        let d = PlatformConfig::default();
+        PlatformSection {
+            console: true,
+            auto_join: d.membership.auto_join,
+            default_rooms: d.rooms.default_rooms,
+            training_rooms: d.training.rooms,
+            training_context: d.training.context,
+            governance_interval_ms: u64::try_from(d.governance.interval.as_millis())
+                .unwrap_or(u64::MAX),
+            governance_min_votes: d.governance.min_votes,
+            users_cache: d.users.cache_capacity,
+            room_names_cache: d.rooms.names_cache,
+            dedup_cache: d.chat.dedup_capacity,
+            max_room_members: d.rooms.max_members,
         }
     }
 }
@@ -400,6 +460,26 @@ impl Config {
         }
     }
 
+    /// The platform daemons' settings.
+    pub fn platform_config(&self) -> PlatformConfig {
+        let p = &self.platform;
+        let mut c = PlatformConfig {
+            console: p.console,
+            ..PlatformConfig::default()
+        };
+        c.membership.auto_join = p.auto_join.clone();
+        c.rooms.default_rooms = p.default_rooms.clone();
+        c.rooms.names_cache = p.room_names_cache.max(1);
+        c.rooms.max_members = p.max_room_members.max(1);
+        c.training.rooms = p.training_rooms.clone();
+        c.training.context = p.training_context.clamp(1, 100);
+        c.governance.interval = Duration::from_millis(p.governance_interval_ms.max(1));
+        c.governance.min_votes = p.governance_min_votes;
+        c.users.cache_capacity = p.users_cache.max(1);
+        c.chat.dedup_capacity = p.dedup_cache.max(1);
+        c
+    }
+
     /// The session store settings this config asks for.
     pub fn session_config(&self) -> SessionConfig {
         let ttl = Duration::from_secs(self.sessions.ttl_secs);
@@ -437,6 +517,13 @@ mod tests {
         assert_eq!(c.host.max_in_flight_per_connection, 1024);
         assert_eq!(c.session_config().ttl, Duration::from_secs(60));
         assert_eq!(c.runtime, RuntimeSection::default());
+        let c = Config::parse("[platform]\ntraining_rooms = [\"general\"]\ntraining_context = 5\n")
+            .expect("parse");
+        let p = c.platform_config();
+        assert_eq!(p.training.rooms, ["general"]);
+        assert_eq!(p.training.context, 5);
+        assert_eq!(p.membership.auto_join, ["general"]);
+        assert!(p.console, "the host runs the logger, so console is on by default");
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
 use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
+use daemonhost_daemons::persona::PersonaDaemon;
+use daemonhost_daemons::platform::register_platform;
 use daemonhost_daemons::{AiDaemon, HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use serde_json::Value;
@@ -205,8 +207,10 @@ async fn run_async(
         cfg.workers_config(&opts.data_dir, data_daemon.store_slot()),
     );
     builder.register(data_daemon);
-    builder.register(ArchiveDaemon::new(cfg.archive_config(store)));
+    builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
     builder.register(AiDaemon::new(cfg.ai_config(&opts.data_dir)));
+    register_platform(&mut builder, store.clone(), &cfg.platform_config());
+    builder.register(PersonaDaemon::new(store, cfg.personas.clone()));
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

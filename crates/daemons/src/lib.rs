@@ -7,13 +7,20 @@
 #![forbid(unsafe_code)]
 
 pub mod ai;
+pub mod chat;
+pub mod console;
 pub mod data;
+pub mod governance;
 pub mod logging;
 pub mod persona;
 pub mod placed;
+pub mod platform;
+pub mod rooms;
 pub mod search;
 pub mod session;
 pub mod system;
+pub mod training;
+pub mod users;
 
 pub use ai::{AiConfig, AiDaemon};
 pub use session::{SessionConfig, SessionDaemon};

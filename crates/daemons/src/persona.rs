@@ -328,6 +328,17 @@ impl Personas {
         name: &str,
         item: &InboxItem,
     ) -> Result<(), DaemonError> {
+        // A persona answers only where it may speak: rooms it is a member of.
+        let check = ctx
+            .router()
+            .ask(
+                "room/check",
+                json!({ "room": item.room_id, "userId": persona }),
+            )
+            .await?;
+        if check.get("member") != Some(&Value::Bool(true)) {
+            return Ok(());
+        }
         // Context: the last N messages of the room, in one query.
         let page = self
             .store
@@ -496,6 +507,7 @@ impl Daemon for PersonaDaemon {
             .requires("user")
             .requires("ai")
             .requires("chat")
+            .requires("room")
             .wants("search")
             .events("data:users:{created,updated,deleted}")
             .events("data:chat_messages:created")

@@ -396,8 +396,19 @@ impl Daemon for HealthDaemon {
             }
             "health/metrics" => {
                 let proc_status = ProcStatus::read();
-                let daemons: Map<String, Value> = rt
-                    .reports()
+                let reports = rt.reports();
+                // Every bounded cache a daemon publishes under `details.caches.<name>`, merged
+                // (cache names are unique across daemons).
+                let mut caches = Map::new();
+                for d in &reports {
+                    if let Some(Value::Object(c)) = d.details.as_ref().and_then(|v| v.get("caches"))
+                    {
+                        for (name, stats) in c {
+                            caches.insert(name.clone(), stats.clone());
+                        }
+                    }
+                }
+                let daemons: Map<String, Value> = reports
                     .into_iter()
                     .map(|d| {
                         (
@@ -431,6 +442,7 @@ impl Daemon for HealthDaemon {
                     "pool": rt.pool_stats(),
                     "bus": rt.bus_stats(),
                     "live_tasks": rt.live_tasks(),
+                    "caches": caches,
                     "host": self.host.snapshot(),
                     "daemons": daemons,
                 }))

@@ -30,6 +30,21 @@ impl Daemon for FakeUser {
     }
 }
 
+/// Stand-in for the room daemon: the persona daemon only needs it to exist (ordering).
+struct FakeRoom;
+impl Daemon for FakeRoom {
+    type State = ();
+    fn spec(&self) -> DaemonSpec {
+        DaemonSpec::new("room").requires("data")
+    }
+    async fn start(&self, _: &Context) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn handle(&self, _: &Context, _: &(), _: Request) -> Result<Value, DaemonError> {
+        Err(DaemonError::unknown_command("fake"))
+    }
+}
+
 /// Stand-in for the chat daemon: `chat/send` stores a `chat_messages` record.
 struct FakeChat;
 impl Daemon for FakeChat {
@@ -38,11 +53,15 @@ impl Daemon for FakeChat {
         DaemonSpec::new("chat")
             .requires("data")
             .command(CommandSpec::new("chat/send", "send"))
+            .command(CommandSpec::new("room/check", "membership"))
     }
     async fn start(&self, _: &Context) -> Result<(), BoxError> {
         Ok(())
     }
     async fn handle(&self, ctx: &Context, _: &(), req: Request) -> Result<Value, DaemonError> {
+        if req.command == "room/check" {
+            return Ok(json!({"member": true}));
+        }
         let p = &req.params;
         let sender = p["sender"].as_str().unwrap_or_default().to_owned();
         let user = ctx
@@ -84,6 +103,7 @@ fn runtime(dir: &Path) -> Runtime {
         ..AiConfig::default()
     }));
     b.register(FakeUser);
+    b.register(FakeRoom);
     b.register(FakeChat);
     b.register(PersonaDaemon::new(
         slot,

@@ -3,6 +3,7 @@
 
 mod data;
 mod harness;
+mod platform;
 mod workers;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
