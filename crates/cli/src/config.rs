@@ -523,7 +523,10 @@ mod tests {
         assert_eq!(p.training.rooms, ["general"]);
         assert_eq!(p.training.context, 5);
         assert_eq!(p.membership.auto_join, ["general"]);
-        assert!(p.console, "the host runs the logger, so console is on by default");
+        assert!(
+            p.console,
+            "the host runs the logger, so console is on by default"
+        );
     }
 
     #[test]

@@ -432,7 +432,8 @@ async fn supervise(shared: Arc<Shared>) {
                 s.pid = None;
                 s.last_cause = Some(cause);
             });
-            return;
+            // Leave through the common cleanup (socket file removed, client dropped).
+            break;
         }
         starts.push_back(now);
         set(&shared, |s| {
