@@ -299,7 +299,11 @@ impl Daemon for LoggerDaemon {
     }
 
     async fn start(&self, ctx: &Context) -> Result<Self::State, BoxError> {
-        let service = LoggerService::new(LoggerConfig::new(self.options.data_dir.join("logs")))?;
+        // Creating the log directory and the writer thread is blocking I/O: off the async workers.
+        let root = self.options.data_dir.join("logs");
+        let service = ctx
+            .spawn_blocking(move || LoggerService::new(LoggerConfig::new(root)))
+            .await??;
         let placed = Placed::start(ctx, "logger", self.placement, &self.options, service, false)?;
         placed.set_extra(counters_json());
         spawn_drain(ctx, &placed);
