@@ -181,7 +181,9 @@ fn open_read_only(handle: &str, path: &Path) -> Result<Connection, DataError> {
     .map_err(|e| DataError::sqlite(handle, format!("open read-only {}", path.display()), &e))?;
     conn.busy_timeout(std::time::Duration::from_millis(5000))
         .map_err(|e| DataError::sqlite(handle, "busy_timeout", &e))?;
-    conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=268435456;")
+    // Bounded memory: a 4 MiB page cache per reader and no mmap (mapped pages count in the
+    // host's RSS and would grow with the database).
+    conn.execute_batch("PRAGMA cache_size=-4096; PRAGMA mmap_size=0;")
         .map_err(|e| DataError::sqlite(handle, "reader pragmas", &e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -261,11 +263,12 @@ pub fn open_rw(handle: &str, path: &Path) -> Result<Connection, DataError> {
             message: format!("journal mode is {mode}"),
         });
     }
-    // A 64 MiB page cache: with several indexes per table the default 2 MiB thrashes once a
-    // table passes ~100k rows.
+    // A 16 MiB page cache: with several indexes per table the default 2 MiB thrashes once a
+    // table passes ~100k rows, and more would put the host's memory target (64 MB RSS) at
+    // the mercy of the database size.
     conn.execute_batch(
         "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-65536;",
+         PRAGMA cache_size=-16384;",
     )
     .map_err(|e| DataError::sqlite(handle, "pragmas", &e))?;
     conn.busy_timeout(std::time::Duration::from_millis(5000))
