@@ -1,8 +1,9 @@
 //! Data daemon benchmarks, each next to a raw-rusqlite baseline measured in the same run.
 //!
 //! - `data_create/*`: rows/s for `data/create` one at a time, 64 in flight (group commit), and
-//!   `data/batch` of 1000; baseline: the same rows inserted by raw rusqlite in one transaction
-//!   on the calling thread (target: batched ≥ 50k rows/s).
+//!   `data/batch` of 1000 (answering the records, and with `return: "ids"`); baseline: the
+//!   same rows inserted by raw rusqlite in one transaction on the calling thread (target:
+//!   batched ≥ 50k rows/s).
 //! - `data_list_indexed/*`: one page (20 rows) of a room's messages, newest first, from a
 //!   1,000,000-row `chat_messages` table; baseline: the same prepared SELECT on a raw
 //!   connection (target: p50 ≤ 1 ms in-process; criterion's median is the p50).
@@ -142,6 +143,24 @@ fn bench_create(c: &mut Criterion) {
                 black_box(
                     router
                         .ask("data/batch", json!({"operations": ops}))
+                        .await
+                        .expect("batch"),
+                )
+            }
+        });
+    });
+
+    // The same batch answering only the ids (`return: "ids"`): no records built or dropped.
+    g.bench_function("batch_1000_return_ids", |b| {
+        b.to_async(&trt).iter(|| {
+            let router = router.clone();
+            let ops: Vec<Value> = (0..BATCH)
+                .map(|_| json!({"operation": "create", "collection": "chat_messages", "data": message(&uid, &rid)}))
+                .collect();
+            async move {
+                black_box(
+                    router
+                        .ask("data/batch", json!({"operations": ops, "return": "ids"}))
                         .await
                         .expect("batch"),
                 )

@@ -27,8 +27,11 @@
 //! - `data/list {collection, filter?, orderBy?, limit?, cursor?, fields?}` (alias `data/query`) →
 //!   `{collection, items, count, nextCursor}`; `limit: 0` returns the matching count only
 //! - `data/count {collection, filter?}` → `{collection, count}`
-//! - `data/batch {operations: [{operation: create|update|delete, collection, id?, data?, version?}]}`
-//!   → `{results: [record…]}`, all in one transaction
+//! - `data/batch {operations: [{operation: create|update|delete, collection, id?, data?, version?}], return?}`
+//!   → `{results: [record…]}`, all in one transaction. `return` picks the answer: `"records"`
+//!   (default) as above, `"ids"` → `{ids: [id…], count}` (in operation order), `"none"` →
+//!   `{count}`. The short answers spare building 1000s of records the caller does not read;
+//!   events still carry the full records.
 //! - `data/truncate {collection}` → `{collection, deleted}`
 //! - `data/schema {collection?}` → one schema, or `{collections, problems}`
 //! - `data/collections` (alias `data/list-collections`) → `{collections: [{name, fields, indexes, archive, source}], problems}`
@@ -38,6 +41,7 @@ pub mod archive;
 pub mod ddl;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod query;
 pub mod schema;
 pub mod store;
@@ -47,7 +51,10 @@ pub use archive::{ArchiveConfig, ArchiveDaemon, ArchiveStatus};
 pub use engine::{Db, DbOptions};
 pub use error::DataError;
 pub use schema::{CollectionSchema, FieldDef, FieldType, SchemaProblem, SchemaSet};
-pub use store::{BatchOp, DataStore, DeferredReport, Handle, ListParams, Page, StoreConfig};
+pub use store::{
+    BatchOp, BatchOutput, BatchReturn, DataStore, DeferredReport, Handle, ListParams, Page,
+    StoreConfig,
+};
 
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
@@ -191,7 +198,8 @@ impl Daemon for DataDaemon {
             )
             .command(
                 cmd("data/batch", "Several creates/updates/deletes in one transaction")
-                    .param("operations", "array", true, "[{operation: create|update|delete, collection, id?, data?, version?}]"),
+                    .param("operations", "array", true, "[{operation: create|update|delete, collection, id?, data?, version?}]")
+                    .param("return", "string", false, "records (default: {results}), ids ({ids, count}) or none ({count}); events carry full records either way"),
             )
             .command(
                 cmd("data/truncate", "Delete every record of a collection")
@@ -344,6 +352,17 @@ fn parse_ops(ops: Vec<Value>) -> Result<Vec<BatchOp>, DataError> {
         .collect()
 }
 
+/// A JSON object that takes its values by move. (`json!` serialises every non-literal value
+/// into a fresh copy: for 1000 records that copy cost more than writing them.)
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
 async fn dispatch(
     ctx: &Context,
     state: &DataState,
@@ -385,12 +404,15 @@ async fn dispatch(
                 fields: p.remove("fields"),
             };
             let page = store.list(&handle, &c, lp).await?;
-            Ok(json!({
-                "collection": c,
-                "items": page.items,
-                "count": page.count,
-                "nextCursor": page.next_cursor,
-            }))
+            Ok(object([
+                ("collection", Value::String(c)),
+                ("items", Value::Array(page.items)),
+                ("count", Value::from(page.count)),
+                (
+                    "nextCursor",
+                    page.next_cursor.map_or(Value::Null, Value::String),
+                ),
+            ]))
         }
         "data/count" => {
             let c = req_str(&p, "collection")?;
@@ -398,6 +420,16 @@ async fn dispatch(
             Ok(json!({ "collection": c, "count": n }))
         }
         "data/batch" => {
+            let ret = match opt_str(&p, "return")?.as_deref() {
+                None | Some("records") => BatchReturn::Records,
+                Some("ids") => BatchReturn::Ids,
+                Some("none") => BatchReturn::None,
+                Some(_) => {
+                    return Err(DataError::BadRequest(
+                        "'return' must be records, ids or none".into(),
+                    ));
+                }
+            };
             let ops = match p.remove("operations") {
                 Some(Value::Array(a)) if a.len() <= MAX_BATCH => a,
                 Some(Value::Array(_)) => {
@@ -418,8 +450,17 @@ async fn dispatch(
             } else {
                 parse_ops(ops)?
             };
-            let results = store.batch(&handle, ops).await?;
-            Ok(json!({ "results": results }))
+            match store.batch_returning(&handle, ops, ret).await? {
+                BatchOutput::Records(results) => Ok(object([("results", Value::Array(results))])),
+                BatchOutput::Ids(ids) => Ok(object([
+                    ("count", Value::from(ids.len())),
+                    (
+                        "ids",
+                        Value::Array(ids.into_iter().map(Value::String).collect()),
+                    ),
+                ])),
+                BatchOutput::Count(n) => Ok(object([("count", Value::from(n))])),
+            }
         }
         "data/truncate" => {
             let c = req_str(&p, "collection")?;

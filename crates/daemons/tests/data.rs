@@ -945,3 +945,178 @@ async fn data_large_batch_is_one_transaction() {
     assert_eq!(e.code, ErrorCode::BadRequest);
     rt.shutdown().await;
 }
+
+fn typed_schema(dir: &Path) {
+    write_schema(
+        dir,
+        "typed.json",
+        &json!({"collection": "typed", "fields": [
+            {"name": "s", "type": "string", "required": true, "maxLength": 20},
+            {"name": "e", "type": "enum", "values": ["x", "y"], "default": "y"},
+            {"name": "n", "type": "number"},
+            {"name": "i", "type": "integer", "default": 7},
+            {"name": "b", "type": "boolean"},
+            {"name": "d", "type": "date", "indexed": true},
+            {"name": "u", "type": "uuid"},
+            {"name": "j", "type": "json"},
+            {"name": "jd", "type": "json", "default": {"k": [1, 2.5, "z"]}},
+            {"name": "ownerId", "type": "string", "references": "users"}
+        ]}),
+    );
+}
+
+/// The records `data/batch` answers with are exactly what a read returns (every type, defaults,
+/// normalised dates and uuids, nulls); `return: "ids"`/`"none"` answer short while events still
+/// carry the full records.
+#[tokio::test]
+async fn data_batch_records_match_reads_and_short_returns_keep_full_events() {
+    let dir = tempfile::tempdir().expect("tmp");
+    typed_schema(dir.path());
+    let (rt, _) = boot(dir.path()).await;
+    let owner = user(&rt, "owner").await;
+    let rows = |tag: &str| -> Vec<Value> {
+        vec![
+            json!({"operation": "create", "collection": "typed", "data": {
+                "s": format!("{tag}-full"), "e": "x", "n": 3, "i": -4, "b": true,
+                "d": "2024-02-29T12:34:56.789+02:00",
+                "u": "6BA7B810-9DAD-11D1-80B4-00C04FD430C8",
+                "j": {"text": "hi", "list": [1, null, {"a": false}]},
+                "jd": null, "ownerId": owner}}),
+            json!({"operation": "create", "collection": "typed", "data": {
+                "s": format!("{tag}-min"), "d": 1_700_000_000_123_i64, "n": 2.5}}),
+            json!({"operation": "create", "collection": "typed", "id": format!("{tag}-given"),
+                "data": {"s": format!("{tag}-given"), "b": false, "ownerId": owner}}),
+        ]
+    };
+    let r = ok(&rt, "data/batch", json!({"operations": rows("r")})).await;
+    let recs = r["results"].as_array().expect("results").clone();
+    assert_eq!(recs.len(), 3);
+    for rec in &recs {
+        let read = ok(
+            &rt,
+            "data/read",
+            json!({"collection": "typed", "id": rec["id"]}),
+        )
+        .await;
+        assert_eq!(&read, rec, "answered record = stored record");
+        assert_eq!(rec.as_object().map(|m| m.len()), Some(14), "{rec}");
+    }
+    assert_eq!(recs[0]["d"], "2024-02-29T10:34:56.789Z");
+    assert_eq!(recs[0]["u"], "6ba7b810-9dad-11d1-80b4-00c04fd430c8");
+    assert_eq!(recs[0]["n"], json!(3.0));
+    assert_eq!(recs[0]["jd"], Value::Null);
+    assert_eq!(recs[1]["d"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(recs[1]["e"], "y");
+    assert_eq!(recs[1]["i"], 7);
+    assert_eq!(recs[1]["jd"], json!({"k": [1, 2.5, "z"]}));
+    assert_eq!(recs[1]["b"], Value::Null);
+    assert_eq!(recs[2]["id"], "r-given");
+    assert_eq!(recs[2]["version"], 1);
+    assert_eq!(recs[2]["createdAt"], recs[2]["updatedAt"]);
+    // New ids are UUID v7, increasing in operation order.
+    let id0 = recs[0]["id"].as_str().expect("id");
+    let id1 = recs[1]["id"].as_str().expect("id");
+    assert!(id0 < id1);
+    assert_eq!(
+        uuid::Uuid::parse_str(id0).expect("uuid").get_version_num(),
+        7
+    );
+
+    // return: ids, with a subscriber: short answer, full records in the events.
+    let mut sub = rt.bus().subscribe("data:typed:*").expect("sub");
+    let r = ok(
+        &rt,
+        "data/batch",
+        json!({"operations": rows("i"), "return": "ids"}),
+    )
+    .await;
+    assert_eq!(r["count"], 3);
+    assert!(r.get("results").is_none());
+    let ids: Vec<String> = r["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[2], "i-given");
+    for (n, id) in ids.iter().enumerate() {
+        let ev = match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            Ok(Some(Delivery::Event(e))) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ev.topic(), "data:typed:created");
+        let read = ok(&rt, "data/read", json!({"collection": "typed", "id": id})).await;
+        assert_eq!(ev.data(), &read, "event {n} carries the full record");
+        // Same content as the records answer, apart from id and clock.
+        let mut a = read.clone();
+        let mut b = recs[n].clone();
+        for m in [&mut a, &mut b] {
+            let m = m.as_object_mut().expect("obj");
+            for k in ["id", "createdAt", "updatedAt", "s"] {
+                m.remove(k);
+            }
+        }
+        assert_eq!(a, b);
+    }
+    drop(sub);
+
+    // return: none, and updates/deletes with ids.
+    let r = ok(
+        &rt,
+        "data/batch",
+        json!({"operations": rows("n"), "return": "none"}),
+    )
+    .await;
+    assert_eq!(r, json!({"count": 3}));
+    let r = ok(
+        &rt,
+        "data/batch",
+        json!({"return": "ids", "operations": [
+            {"operation": "update", "collection": "typed", "id": "n-given", "data": {"i": 9}},
+            {"operation": "delete", "collection": "typed", "id": "i-given"}
+        ]}),
+    )
+    .await;
+    assert_eq!(r, json!({"count": 2, "ids": ["n-given", "i-given"]}));
+    let got = ok(
+        &rt,
+        "data/read",
+        json!({"collection": "typed", "id": "n-given"}),
+    )
+    .await;
+    assert_eq!(
+        (got["i"].clone(), got["version"].clone()),
+        (json!(9), json!(2))
+    );
+    assert_eq!(
+        ok(&rt, "data/count", json!({"collection": "typed"})).await["count"],
+        8
+    );
+    // Validation is unchanged with a short answer, and a bad `return` is refused.
+    let e = ask(
+        &rt,
+        "data/batch",
+        json!({"return": "ids", "operations": [
+            {"operation": "create", "collection": "typed", "data": {"s": "ok"}},
+            {"operation": "create", "collection": "typed", "data": {"s": "bad", "ownerId": "nobody"}}
+        ]}),
+    )
+    .await
+    .expect_err("dangling reference");
+    assert!(e.message.contains("operations[1]"), "{e}");
+    assert!(e.message.contains("does not exist"), "{e}");
+    let e = ask(
+        &rt,
+        "data/batch",
+        json!({"return": "everything", "operations": []}),
+    )
+    .await
+    .expect_err("bad return");
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(
+        ok(&rt, "data/count", json!({"collection": "typed"})).await["count"],
+        8
+    );
+    rt.shutdown().await;
+}

@@ -15,9 +15,10 @@
 use crate::data::ddl::{self, ApplyReport, q};
 use crate::data::engine::{Db, DbOptions, PendingEvents, ReadConns};
 use crate::data::error::DataError;
+use crate::data::ids::IdBlock;
 use crate::data::query::{self, OrderKey};
 use crate::data::schema::{CollectionSchema, FieldDef, SYSTEM_FIELDS, SchemaSet};
-use crate::data::value::{coerce, now_text, to_json};
+use crate::data::value::{Coerced, coerce, coerce_ref, now_text, to_json};
 use daemonhost_runtime::EventBus;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::types::Value as Sql;
@@ -25,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,6 +121,8 @@ struct CollSql {
     insert: String,
     select_by_id: String,
     delete_returning: String,
+    /// `SELECT 1 … WHERE id = ?1` (reference checks against this collection).
+    exists: String,
 }
 
 impl CollSql {
@@ -138,6 +141,7 @@ impl CollSql {
                 "DELETE FROM {t} WHERE \"id\" = ?1 RETURNING {}",
                 names.join(", ")
             ),
+            exists: format!("SELECT 1 FROM {t} WHERE \"id\" = ?1"),
             cols,
             schema,
         }
@@ -264,6 +268,29 @@ pub enum BatchOp {
         /// Id.
         id: String,
     },
+}
+
+/// What [`DataStore::batch_returning`] answers with (`return` of `data/batch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchReturn {
+    /// Every record as stored (the default).
+    #[default]
+    Records,
+    /// Only the ids, in operation order.
+    Ids,
+    /// Only the number of operations.
+    None,
+}
+
+/// The answer of [`DataStore::batch_returning`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOutput {
+    /// The records, in operation order.
+    Records(Vec<Value>),
+    /// The ids, in operation order.
+    Ids(Vec<String>),
+    /// How many operations committed.
+    Count(usize),
 }
 
 /// A page of `list`.
@@ -489,13 +516,38 @@ impl DataStore {
 
     /// Run operations in one transaction: all commit or none do (and no event is published).
     pub async fn batch(&self, handle: &Handle, ops: Vec<BatchOp>) -> Result<Vec<Value>, DataError> {
+        match self
+            .batch_returning(handle, ops, BatchReturn::Records)
+            .await?
+        {
+            BatchOutput::Records(r) => Ok(r),
+            _ => Err(DataError::BadRequest(
+                "batch answered without records".into(),
+            )),
+        }
+    }
+
+    /// [`DataStore::batch`], answering with what `ret` asks for. `Ids` and `None` spare
+    /// building (and later dropping) the records when nobody subscribes to the events; events
+    /// carry full records either way.
+    pub async fn batch_returning(
+        &self,
+        handle: &Handle,
+        ops: Vec<BatchOp>,
+        ret: BatchReturn,
+    ) -> Result<BatchOutput, DataError> {
         let db = self.db(handle).await?;
         let mut colls = Vec::with_capacity(ops.len());
+        let mut new_ids = 0;
         for op in &ops {
             let c = match op {
-                BatchOp::Create { collection, .. }
-                | BatchOp::Update { collection, .. }
-                | BatchOp::Delete { collection, .. } => collection,
+                BatchOp::Create { collection, id, .. } => {
+                    new_ids += usize::from(id.is_none());
+                    collection
+                }
+                BatchOp::Update { collection, .. } | BatchOp::Delete { collection, .. } => {
+                    collection
+                }
             };
             colls.push(self.coll(c)?);
         }
@@ -505,36 +557,56 @@ impl DataStore {
         let many = ops.len() > 1;
         let db2 = db.clone();
         db.write_events(move |conn| {
-            let mut out = Vec::with_capacity(ops.len());
+            let n = ops.len();
+            let mut records = Vec::with_capacity(if ret == BatchReturn::Records { n } else { 0 });
+            let mut ids = Vec::with_capacity(if ret == BatchReturn::Ids { n } else { 0 });
             let mut evs: PendingEvents = Vec::new();
-            let mut seen = RefCache::new();
+            let mut ctx = JobCtx::new(new_ids);
             // Nobody listening: skip building event payloads.
             let events = events && db2.has_subscribers();
+            let build = events || ret == BatchReturn::Records;
             for (i, (op, c)) in ops.into_iter().zip(colls).enumerate() {
                 let at = |e: DataError| if many { prefix_op(i, e) } else { e };
-                let (topic, rec) = match op {
-                    BatchOp::Create { id, data, .. } => (
-                        "created",
-                        insert_record(conn, &hname, &store, &c, id, &data, &mut seen)
-                            .map_err(at)?,
-                    ),
+                let (topic, id, rec) = match op {
+                    BatchOp::Create { id, data, .. } => {
+                        let w = insert_record(conn, &hname, &store, &c, id, data, &mut ctx, build)
+                            .map_err(at)?;
+                        ("created", w.id, w.record)
+                    }
                     BatchOp::Update {
                         id, data, version, ..
-                    } => (
-                        "updated",
-                        update_record(conn, &hname, &store, &c, &id, &data, version, &mut seen)
-                            .map_err(at)?,
-                    ),
+                    } => {
+                        let rec =
+                            update_record(conn, &hname, &store, &c, &id, &data, version, &mut ctx)
+                                .map_err(at)?;
+                        ("updated", id, Some(rec))
+                    }
                     BatchOp::Delete { id, .. } => {
-                        seen.clear();
-                        ("deleted", delete_record(conn, &hname, &c, &id).map_err(at)?)
+                        ctx.seen.clear();
+                        let rec = delete_record(conn, &hname, &c, &id).map_err(at)?;
+                        ("deleted", id, Some(rec))
                     }
                 };
-                if events {
-                    evs.push((format!("data:{}:{topic}", c.schema.collection), rec.clone()));
+                if let Some(rec) = rec {
+                    let topic = || format!("data:{}:{topic}", c.schema.collection);
+                    if ret == BatchReturn::Records {
+                        if events {
+                            evs.push((topic(), rec.clone()));
+                        }
+                        records.push(rec);
+                    } else if events {
+                        evs.push((topic(), rec));
+                    }
                 }
-                out.push(rec);
+                if ret == BatchReturn::Ids {
+                    ids.push(id);
+                }
             }
+            let out = match ret {
+                BatchReturn::Records => BatchOutput::Records(records),
+                BatchReturn::Ids => BatchOutput::Ids(ids),
+                BatchReturn::None => BatchOutput::Count(n),
+            };
             Ok((out, evs))
         })
         .await
@@ -818,23 +890,52 @@ fn check_id(collection: &str, id: &str) -> Result<(), DataError> {
     Ok(())
 }
 
-/// References already confirmed within the current write job (cleared by any delete).
-type RefCache = std::collections::HashSet<(String, String)>;
+/// References already confirmed within the current write job, by target collection (cleared
+/// by any delete). Looked up by `&str`: a hit allocates nothing.
+type RefCache = HashMap<String, HashSet<String>>;
 
+/// What one write job shares across its operations: one clock reading, a block of new ids,
+/// the reference cache.
+struct JobCtx {
+    now: String,
+    new_ids: usize,
+    ids: Option<IdBlock>,
+    seen: RefCache,
+}
+
+impl JobCtx {
+    fn new(new_ids: usize) -> Self {
+        JobCtx {
+            now: now_text(),
+            new_ids,
+            ids: None,
+            seen: RefCache::new(),
+        }
+    }
+
+    /// A new UUID v7 (the job's ids are reserved in one block on first use).
+    fn new_id(&mut self) -> String {
+        let n = self.new_ids;
+        self.ids
+            .get_or_insert_with(|| IdBlock::reserve(n))
+            .next_id()
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
 fn check_reference(
     conn: &Connection,
     handle: &str,
     store: &StoreInner,
     c: &CollSql,
     f: &FieldDef,
-    v: &Sql,
+    v: Option<&str>,
     seen: &mut RefCache,
 ) -> Result<(), DataError> {
-    let (Some(target), Sql::Text(id)) = (&f.references, v) else {
+    let (Some(target), Some(id)) = (&f.references, v) else {
         return Ok(());
     };
-    let key = (target.clone(), id.clone());
-    if seen.contains(&key) {
+    if seen.get(target).is_some_and(|s| s.contains(id)) {
         return Ok(());
     }
     // The target was checked to be a loaded collection when the schemas loaded.
@@ -842,10 +943,7 @@ fn check_reference(
         return Ok(());
     };
     let found = conn
-        .prepare_cached(&format!(
-            "SELECT 1 FROM {} WHERE \"id\" = ?1",
-            q(&t.schema.collection)
-        ))
+        .prepare_cached(&t.exists)
         .and_then(|mut st| st.query_row([id], |_| Ok(())).optional())
         .map_err(|e| DataError::sqlite(handle, "foreign key check", &e))?;
     if found.is_none() {
@@ -855,7 +953,9 @@ fn check_reference(
             format!("references {target} record '{id}', which does not exist"),
         ));
     }
-    seen.insert(key);
+    seen.entry(target.clone())
+        .or_default()
+        .insert(id.to_owned());
     Ok(())
 }
 
@@ -883,18 +983,39 @@ fn map_write_error(handle: &str, c: &CollSql, id: &str, e: &rusqlite::Error) -> 
     DataError::sqlite(handle, "write", e)
 }
 
+/// Where a column's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    /// `id`, `createdAt`, `updatedAt`, `version`.
+    System,
+    /// `data`.
+    Given,
+    /// The field's default.
+    Default,
+    /// Neither: NULL.
+    Absent,
+}
+
+/// One created row: its id, and the record when it was asked for.
+struct Created {
+    id: String,
+    record: Option<Value>,
+}
+
+#[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
 fn insert_record(
     conn: &Connection,
     handle: &str,
     store: &StoreInner,
     c: &CollSql,
     id: Option<String>,
-    data: &Map<String, Value>,
-    seen: &mut RefCache,
-) -> Result<Value, DataError> {
+    mut data: Map<String, Value>,
+    ctx: &mut JobCtx,
+    build: bool,
+) -> Result<Created, DataError> {
     let coll = &c.schema.collection;
     let mut id = id;
-    for (k, v) in data {
+    for (k, v) in &data {
         if k == "id" {
             match (v.as_str(), &id) {
                 (Some(s), None) => id = Some(s.to_owned()),
@@ -927,43 +1048,69 @@ fn insert_record(
             check_id(coll, &i)?;
             i
         }
-        None => uuid::Uuid::now_v7().to_string(),
+        None => ctx.new_id(),
     };
-    let now = now_text();
-    let mut params: Vec<Sql> = Vec::with_capacity(c.cols.len());
-    let mut record = Map::new();
+    // Convert every column (validation and reference checks in column order); text stored as
+    // given is bound straight from `data`, without a copy.
+    let mut cells: Vec<(Coerced<'_>, Src)> = Vec::with_capacity(c.cols.len());
     for col in &c.cols {
-        let v = match col.name.as_str() {
-            "id" => Sql::Text(id.clone()),
-            "createdAt" | "updatedAt" => Sql::Text(now.clone()),
-            "version" => Sql::Integer(1),
+        let cell = match col.name.as_str() {
+            "id" => (Coerced::Borrowed(&id), Src::System),
+            "createdAt" | "updatedAt" => (Coerced::Borrowed(&ctx.now), Src::System),
+            "version" => (Coerced::Integer(1), Src::System),
             name => {
-                let given = data.get(name).or(col.default.as_ref());
-                let v = match given {
+                let (given, src) = match data.get(name) {
+                    Some(v) => (Some(v), Src::Given),
+                    None => (col.default.as_ref(), Src::Default),
+                };
+                let cell = match given {
                     None if col.required => {
                         return Err(DataError::validation(coll, name, "is required"));
                     }
-                    None => Sql::Null,
-                    Some(v) => coerce(col, v).map_err(|r| DataError::validation(coll, name, r))?,
+                    None => (Coerced::Null, Src::Absent),
+                    Some(v) => (
+                        coerce_ref(col, v).map_err(|r| DataError::validation(coll, name, r))?,
+                        src,
+                    ),
                 };
-                check_reference(conn, handle, store, c, col, &v, seen)?;
-                v
+                check_reference(conn, handle, store, c, col, cell.0.as_text(), &mut ctx.seen)?;
+                cell
             }
         };
-        // JSON fields echo the given value instead of re-parsing what was just serialised.
-        let echoed = match (col.ty, data.get(&col.name)) {
-            (crate::data::schema::FieldType::Json, Some(given)) if !given.is_null() => {
-                given.clone()
-            }
-            _ => to_json(col.ty, v.clone()),
-        };
-        record.insert(col.name.clone(), echoed);
-        params.push(v);
+        cells.push(cell);
     }
     conn.prepare_cached(&c.insert)
-        .and_then(|mut st| st.execute(rusqlite::params_from_iter(params.iter())))
+        .and_then(|mut st| st.execute(rusqlite::params_from_iter(cells.iter().map(|(v, _)| v))))
         .map_err(|e| map_write_error(handle, c, &id, &e))?;
-    Ok(Value::Object(record))
+    if !build {
+        return Ok(Created { id, record: None });
+    }
+    // The record is `data` completed in place: text and JSON stored as given stay as they are
+    // (equal to what was stored; JSON echoes the given value instead of re-parsing it), the
+    // rest comes from what was bound.
+    let sets: Vec<Option<Value>> = c
+        .cols
+        .iter()
+        .zip(cells)
+        .map(|(col, (v, src))| match (src, col.ty, &v) {
+            (Src::Given, crate::data::schema::FieldType::Json, _)
+            | (Src::Given, _, Coerced::Borrowed(_)) => None,
+            _ => Some(to_json(col.ty, v.into_sql())),
+        })
+        .collect();
+    for (col, set) in c.cols.iter().zip(sets) {
+        let Some(v) = set else { continue };
+        match data.get_mut(&col.name) {
+            Some(slot) => *slot = v,
+            None => {
+                data.insert(col.name.clone(), v);
+            }
+        }
+    }
+    Ok(Created {
+        id,
+        record: Some(Value::Object(data)),
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
@@ -975,7 +1122,7 @@ fn update_record(
     id: &str,
     data: &Map<String, Value>,
     version: Option<i64>,
-    seen: &mut RefCache,
+    ctx: &mut JobCtx,
 ) -> Result<Value, DataError> {
     let coll = &c.schema.collection;
     // Check every given field before touching the table: a bad name never reaches SQL.
@@ -1024,10 +1171,14 @@ fn update_record(
         });
     }
     for (f, s) in changed {
-        check_reference(conn, handle, store, c, f, &s, seen)?;
+        let text = match &s {
+            Sql::Text(t) => Some(t.as_str()),
+            _ => None,
+        };
+        check_reference(conn, handle, store, c, f, text, &mut ctx.seen)?;
         record.insert(f.name.clone(), to_json(f.ty, s));
     }
-    let now = now_text();
+    let now = ctx.now.clone();
     sets.push("\"updatedAt\" = ?".into());
     params.push(Sql::Text(now.clone()));
     sets.push("\"version\" = \"version\" + 1".into());

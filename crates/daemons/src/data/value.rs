@@ -6,14 +6,69 @@
 //! (`YYYY-MM-DDTHH:MM:SS.mmmZ`), which sorts chronologically as text.
 
 use crate::data::schema::{FieldDef, FieldType};
-use rusqlite::types::Value as Sql;
+use rusqlite::types::{ToSqlOutput, Value as Sql, ValueRef};
 use serde_json::Value;
 
 /// Convert `v` for `field`, or say which rule it breaks (the caller adds collection and field).
 pub fn coerce(field: &FieldDef, v: &Value) -> Result<Sql, String> {
+    coerce_ref(field, v).map(Coerced::into_sql)
+}
+
+/// A value converted for a field, borrowing the given text when it is stored unchanged (the
+/// write path binds it without a copy of its own). [`coerce`] is this, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coerced<'a> {
+    /// SQL NULL.
+    Null,
+    /// An integer (also booleans, 0/1).
+    Integer(i64),
+    /// A finite float.
+    Real(f64),
+    /// Text stored as given.
+    Borrowed(&'a str),
+    /// Text normalised or serialised (dates, uuids, JSON).
+    Owned(String),
+}
+
+impl Coerced<'_> {
+    /// The owned SQL value.
+    pub fn into_sql(self) -> Sql {
+        match self {
+            Coerced::Null => Sql::Null,
+            Coerced::Integer(i) => Sql::Integer(i),
+            Coerced::Real(f) => Sql::Real(f),
+            Coerced::Borrowed(s) => Sql::Text(s.to_owned()),
+            Coerced::Owned(s) => Sql::Text(s),
+        }
+    }
+
+    /// The text, for text values.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Coerced::Borrowed(s) => Some(s),
+            Coerced::Owned(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl rusqlite::ToSql for Coerced<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Coerced::Null => ValueRef::Null,
+            Coerced::Integer(i) => ValueRef::Integer(*i),
+            Coerced::Real(f) => ValueRef::Real(*f),
+            Coerced::Borrowed(s) => ValueRef::Text(s.as_bytes()),
+            Coerced::Owned(s) => ValueRef::Text(s.as_bytes()),
+        }))
+    }
+}
+
+/// [`coerce`] without copying text that is stored as given.
+pub fn coerce_ref<'a>(field: &FieldDef, v: &'a Value) -> Result<Coerced<'a>, String> {
     if v.is_null() {
         return if field.nullable {
-            Ok(Sql::Null)
+            Ok(Coerced::Null)
         } else {
             Err("must not be null".into())
         };
@@ -23,7 +78,10 @@ pub fn coerce(field: &FieldDef, v: &Value) -> Result<Sql, String> {
     match field.ty {
         FieldType::String | FieldType::Enum | FieldType::Uuid => {
             let s = v.as_str().ok_or_else(wrong)?;
-            if let Some(max) = field.max_length {
+            if let Some(max) = field.max_length
+                // Bytes bound characters from above: only long strings need counting.
+                && s.len() > max
+            {
                 let n = s.chars().count();
                 if n > max {
                     return Err(format!("longer than maxLength {max} ({n} characters)"));
@@ -36,32 +94,32 @@ pub fn coerce(field: &FieldDef, v: &Value) -> Result<Sql, String> {
                     field.values.join(", ")
                 )),
                 FieldType::Uuid => uuid::Uuid::parse_str(s)
-                    .map(|u| Sql::Text(u.hyphenated().to_string()))
+                    .map(|u| Coerced::Owned(u.hyphenated().to_string()))
                     .map_err(|_| format!("'{}' is not a valid uuid", truncate(s))),
-                _ => Ok(Sql::Text(s.to_owned())),
+                _ => Ok(Coerced::Borrowed(s)),
             }
         }
         FieldType::Number => match v.as_f64() {
-            Some(f) if f.is_finite() => Ok(Sql::Real(f)),
+            Some(f) if f.is_finite() => Ok(Coerced::Real(f)),
             _ => Err(wrong()),
         },
-        FieldType::Integer => v.as_i64().map(Sql::Integer).ok_or_else(wrong),
+        FieldType::Integer => v.as_i64().map(Coerced::Integer).ok_or_else(wrong),
         FieldType::Boolean => v
             .as_bool()
-            .map(|b| Sql::Integer(i64::from(b)))
+            .map(|b| Coerced::Integer(i64::from(b)))
             .ok_or_else(wrong),
         FieldType::Date => match v {
             Value::String(s) => parse_date_ms(s)
-                .map(|ms| Sql::Text(format_ms(ms)))
+                .map(|ms| Coerced::Owned(format_ms(ms)))
                 .ok_or_else(|| format!("'{}' is not an RFC 3339 date", truncate(s))),
             Value::Number(n) => n
                 .as_i64()
                 .filter(|ms| (MIN_MS..=MAX_MS).contains(ms))
-                .map(|ms| Sql::Text(format_ms(ms)))
+                .map(|ms| Coerced::Owned(format_ms(ms)))
                 .ok_or_else(|| "epoch milliseconds out of range".to_owned()),
             _ => Err(wrong()),
         },
-        FieldType::Json => Ok(Sql::Text(v.to_string())),
+        FieldType::Json => Ok(Coerced::Owned(v.to_string())),
     }
 }
 
@@ -143,13 +201,31 @@ pub fn format_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+    let (h, mi, sec, milli) = (
         rem / 3_600_000,
         rem / 60_000 % 60,
         rem / 1000 % 60,
-        rem % 1000
-    )
+        rem % 1000,
+    );
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{milli:03}Z");
+    }
+    // The common case without the formatting machinery (every write formats one or more).
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + u8::try_from(v % 10).unwrap_or(0);
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, h);
+    put(14, 2, mi);
+    put(17, 2, sec);
+    put(20, 3, milli);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Parse `YYYY-MM-DD`, or `YYYY-MM-DD[T ]HH:MM[:SS[.fff…]](Z|±HH:MM)` into epoch milliseconds.
@@ -268,9 +344,13 @@ mod tests {
         ] {
             assert_eq!(parse_date_ms(bad), None, "{bad}");
         }
-        for ms in [-86_400_001, 0, 1_700_000_000_123, MAX_MS] {
+        for ms in [-86_400_001, 0, 1_700_000_000_123, MAX_MS, MIN_MS] {
             assert_eq!(parse_date_ms(&format_ms(ms)), Some(ms));
         }
+        assert_eq!(format_ms(MIN_MS), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(MAX_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(MIN_MS - 1), "-001-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     }
 
     #[test]
