@@ -103,3 +103,88 @@ async fn platform_user_joins_general_and_chat_reaches_history_and_subscribers() 
         assert_eq!(find(n)["state"], "ready", "{n}");
     }
 }
+
+/// A persona created over the socket answers a message in `general` through the offline
+/// `retrieval` adapter, and its reply is an ordinary chat message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_answers_in_general_through_retrieval_over_the_real_binary() {
+    let host = Host::start();
+    let c = host.client().await;
+    let t = Some(Duration::from_secs(10));
+    let human = c
+        .call(
+            "user/create",
+            json!({"displayName": "Joel", "type": "human"}),
+            t,
+        )
+        .await
+        .expect("human");
+    let persona = c
+        .call(
+            "user/create",
+            json!({"displayName": "Sage", "type": "persona", "uniqueId": "sage"}),
+            t,
+        )
+        .await
+        .expect("persona");
+    let (hid, pid) = (
+        human["id"].as_str().expect("id").to_owned(),
+        persona["id"].as_str().expect("id").to_owned(),
+    );
+    eventually("both in general and the persona hosted", || async {
+        let m = c
+            .call("room/members", json!({"room": "general"}), t)
+            .await
+            .expect("members");
+        let members = m["members"].as_array().cloned().unwrap_or_default();
+        let both = [&hid, &pid]
+            .iter()
+            .all(|id| members.iter().any(|m| m["userId"] == json!(id)));
+        let hosted = c
+            .call("persona/list", json!({}), t)
+            .await
+            .map(|l| l["count"] == 1)
+            .unwrap_or(false);
+        both && hosted
+    })
+    .await;
+    c.call(
+        "chat/send",
+        json!({"room": "general", "message": "Sage, how is the rust daemon host doing?", "sender": hid}),
+        t,
+    )
+    .await
+    .expect("send");
+    let reply = std::sync::Arc::new(parking_lot::Mutex::new(Value::Null));
+    eventually("the persona's reply in the history", || {
+        let (c, pid, reply) = (c.clone(), pid.clone(), reply.clone());
+        async move {
+            let h = c
+                .call("chat/history", json!({"room": "general", "limit": 50}), t)
+                .await
+                .expect("history");
+            let found = h["messages"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["senderId"] == json!(pid)).cloned());
+            match found {
+                Some(m) => {
+                    *reply.lock() = m;
+                    true
+                }
+                None => false,
+            }
+        }
+    })
+    .await;
+    let reply = reply.lock().clone();
+    let text = reply["content"]["text"]
+        .as_str()
+        .or_else(|| reply["content"].as_str())
+        .unwrap_or_default();
+    assert!(text.contains("not a language model"), "{reply}");
+    let status = c
+        .call("persona/status", json!({"id": pid}), t)
+        .await
+        .expect("status");
+    assert_eq!(status["counters"]["replies"], 1, "{status}");
+}

@@ -92,8 +92,10 @@ impl StoreConfig {
         StoreConfig {
             root: root.into(),
             primary: DbOptions::default(),
+            // Persona databases are small and read once at load: no reader threads (reads go
+            // to the writer), so a host with many personas does not hold two threads each.
             persona: DbOptions {
-                readers: 1,
+                readers: 0,
                 writer_queue: 256,
                 reader_queue: 256,
                 ..DbOptions::default()
