@@ -188,6 +188,10 @@ pub struct DataSection {
     pub writer_queue: usize,
     /// Most writes committed in one group transaction.
     pub max_group: usize,
+    /// Writer page cache of `primary`, KiB: the memory bound against bulk-write speed.
+    pub cache_kib: u32,
+    /// Page cache of each `primary` reader, KiB.
+    pub reader_cache_kib: u32,
 }
 
 impl Default for DataSection {
@@ -197,6 +201,8 @@ impl Default for DataSection {
             readers: d.readers,
             writer_queue: d.writer_queue,
             max_group: d.max_group,
+            cache_kib: d.cache_kib,
+            reader_cache_kib: d.reader_cache_kib,
         }
     }
 }
@@ -412,6 +418,8 @@ impl Config {
             readers: self.data.readers.max(1),
             writer_queue: self.data.writer_queue.max(1),
             max_group: self.data.max_group.max(1),
+            cache_kib: self.data.cache_kib.max(64),
+            reader_cache_kib: self.data.reader_cache_kib.max(64),
             ..DataConfig::new(data_dir)
         }
     }

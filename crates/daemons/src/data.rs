@@ -97,6 +97,10 @@ pub struct DataConfig {
     pub schema_dir: Option<PathBuf>,
     /// Writer queue bound (full → `overloaded`).
     pub writer_queue: usize,
+    /// `primary`'s writer page cache, KiB (default 16 MiB): memory bound vs bulk-write speed.
+    pub cache_kib: u32,
+    /// `primary`'s page cache per reader, KiB (default 4 MiB).
+    pub reader_cache_kib: u32,
     /// Most writes committed in one group transaction.
     pub max_group: usize,
 }
@@ -109,6 +113,8 @@ impl DataConfig {
             readers: 2,
             schema_dir: None,
             writer_queue: 1024,
+            cache_kib: 16 * 1024,
+            reader_cache_kib: 4 * 1024,
             max_group: 256,
         }
     }
@@ -226,6 +232,8 @@ impl Daemon for DataDaemon {
         let mut sc = StoreConfig::new(&self.config.data_dir);
         sc.primary.readers = self.config.readers;
         sc.primary.writer_queue = self.config.writer_queue;
+        sc.primary.cache_kib = self.config.cache_kib;
+        sc.primary.reader_cache_kib = self.config.reader_cache_kib;
         sc.primary.max_group = self.config.max_group;
         let store = DataStore::open(sc, schemas, Some(ctx.bus().clone())).await?;
         self.slot.set(Some(store.clone()));

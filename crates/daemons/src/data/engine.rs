@@ -57,6 +57,10 @@ pub struct DbOptions {
     pub max_group: usize,
     /// Where [`Db::write_events`] publishes after commit (`None`: events are dropped).
     pub bus: Option<EventBus>,
+    /// Page cache of the writer connection, KiB (bounds the host's memory per database).
+    pub cache_kib: u32,
+    /// Page cache of each reader connection, KiB.
+    pub reader_cache_kib: u32,
 }
 
 impl Default for DbOptions {
@@ -67,6 +71,8 @@ impl Default for DbOptions {
             reader_queue: 1024,
             max_group: 256,
             bus: None,
+            cache_kib: 16 * 1024,
+            reader_cache_kib: 4 * 1024,
         }
     }
 }
@@ -166,13 +172,14 @@ enum WriterMsg {
 pub struct ReadConns {
     handle: String,
     conns: HashMap<PathBuf, Connection>,
+    cache_kib: u32,
 }
 
 impl ReadConns {
     /// A read-only connection to `path`, opened on first use and kept.
     pub fn get(&mut self, path: &Path) -> Result<&Connection, DataError> {
         if !self.conns.contains_key(path) {
-            let conn = open_read_only(&self.handle, path)?;
+            let conn = open_read_only(&self.handle, path, self.cache_kib)?;
             self.conns.insert(path.to_owned(), conn);
         }
         self.conns
@@ -186,7 +193,7 @@ impl ReadConns {
     }
 }
 
-fn open_read_only(handle: &str, path: &Path) -> Result<Connection, DataError> {
+fn open_read_only(handle: &str, path: &Path, cache_kib: u32) -> Result<Connection, DataError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -196,10 +203,13 @@ fn open_read_only(handle: &str, path: &Path) -> Result<Connection, DataError> {
     .map_err(|e| DataError::sqlite(handle, format!("open read-only {}", path.display()), &e))?;
     conn.busy_timeout(std::time::Duration::from_millis(5000))
         .map_err(|e| DataError::sqlite(handle, "busy_timeout", &e))?;
-    // Bounded memory: a 4 MiB page cache per reader and no mmap (mapped pages count in the
-    // host's RSS and would grow with the database).
-    conn.execute_batch("PRAGMA cache_size=-4096; PRAGMA mmap_size=0;")
-        .map_err(|e| DataError::sqlite(handle, "reader pragmas", &e))?;
+    // Bounded memory: the configured page cache and no mmap (mapped pages count in the host's
+    // RSS and would grow with the database).
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size=-{}; PRAGMA mmap_size=0;",
+        cache_kib.max(64)
+    ))
+    .map_err(|e| DataError::sqlite(handle, "reader pragmas", &e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -311,10 +321,15 @@ impl Db {
         let handle = name.to_owned();
         let p = path.to_owned();
         let max_group = opts.max_group.max(1);
+        let cache_kib = opts.cache_kib.max(64);
         std::thread::Builder::new()
             .name(format!("db-w-{}", short(name)))
             .spawn(move || {
-                let mut conn = match open_rw(&handle, &p) {
+                let mut conn = match open_rw(&handle, &p).and_then(|c| {
+                    c.execute_batch(&format!("PRAGMA cache_size=-{cache_kib}"))
+                        .map_err(|e| DataError::sqlite(&handle, "cache_size", &e))?;
+                    Ok(c)
+                }) {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -343,9 +358,10 @@ impl Db {
             for i in 0..opts.readers {
                 let rrx = rrx.clone();
                 let handle = name.to_owned();
+                let cache_kib = opts.reader_cache_kib;
                 std::thread::Builder::new()
                     .name(format!("db-r{i}-{}", short(name)))
-                    .spawn(move || reader_loop(handle, &rrx))
+                    .spawn(move || reader_loop(handle, &rrx, cache_kib))
                     .map_err(|e| DataError::io(path, &e))?;
             }
             Some(rtx)
@@ -488,6 +504,7 @@ impl Db {
                     let mut conns = ReadConns {
                         handle,
                         conns: HashMap::new(),
+                        cache_kib: 256,
                     };
                     let _ = tx.send(f(&mut conns));
                 });
@@ -661,10 +678,11 @@ fn run_group(handle: &str, conn: &Connection, mut batch: Vec<Box<dyn GroupJob>>)
     }
 }
 
-fn reader_loop(handle: String, rx: &Receiver<ReaderMsg>) {
+fn reader_loop(handle: String, rx: &Receiver<ReaderMsg>, cache_kib: u32) {
     let mut conns = ReadConns {
         handle,
         conns: HashMap::new(),
+        cache_kib,
     };
     while let Ok(msg) = rx.recv() {
         match msg {

@@ -96,6 +96,8 @@ impl StoreConfig {
             // to the writer), so a host with many personas does not hold two threads each.
             persona: DbOptions {
                 readers: 0,
+                cache_kib: 512,
+                reader_cache_kib: 256,
                 writer_queue: 256,
                 reader_queue: 256,
                 ..DbOptions::default()
