@@ -144,9 +144,9 @@ impl Personas {
                     None => Ok(None),
                 }
             })
-            .await
-            .ok()??;
-        serde_json::from_str(&text).ok()
+            .await;
+        self.store.close_persona(id).await;
+        serde_json::from_str(&text.ok()??).ok()
     }
 
     async fn save_snapshot(&self, snap: PersonaSnapshot) -> Result<(), DataError> {
@@ -157,8 +157,9 @@ impl Personas {
         let text = serde_json::to_string(&snap)
             .map_err(|e| DataError::BadRequest(format!("snapshot: {e}")))?;
         let id = snap.persona_id;
+        let key = id.clone();
         let at = i64::try_from(now_ms()).unwrap_or(i64::MAX);
-        db.write(move |conn| {
+        let written = db.write(move |conn| {
             conn.execute(SNAPSHOT_DDL, [])
                 .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
             conn.execute(
@@ -169,7 +170,10 @@ impl Personas {
             .map_err(|e| DataError::sqlite("persona", "write snapshot", &e))?;
             Ok(())
         })
-        .await
+        .await;
+        // Snapshots are rare: close the database so no thread is kept per persona.
+        self.store.close_persona(&key).await;
+        written
     }
 
     /// Load (or refresh) a persona from its user record.

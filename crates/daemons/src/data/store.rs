@@ -447,6 +447,16 @@ impl DataStore {
         }
     }
 
+    /// Close a persona's database (checkpointed; its thread ends). The next use reopens it.
+    /// Callers that touch persona databases rarely (snapshots) close them after use, so a host
+    /// with many personas does not keep a writer thread — and its allocator arena — per persona.
+    pub async fn close_persona(&self, id: &str) {
+        let db = self.inner.personas.lock().await.remove(id);
+        if let Some(db) = db {
+            db.close().await;
+        }
+    }
+
     /// Names of the persona databases open now.
     pub async fn open_personas(&self) -> Vec<String> {
         self.inner.personas.lock().await.keys().cloned().collect()
