@@ -298,6 +298,8 @@ impl SelfRemove {
 
 #[cfg(test)]
 mod tests {
+    //! The unbounded channels below only record tick instants of timers these tests stop after
+    //! a handful of ticks (paused time), so they cannot grow.
     use super::*;
     use tokio::sync::mpsc;
 
