@@ -97,9 +97,9 @@ pub struct DataConfig {
     pub schema_dir: Option<PathBuf>,
     /// Writer queue bound (full → `overloaded`).
     pub writer_queue: usize,
-    /// `primary`'s writer page cache, KiB (default 16 MiB): memory bound vs bulk-write speed.
+    /// `primary`'s writer page cache, KiB (default 8 MiB): memory bound vs bulk-write speed.
     pub cache_kib: u32,
-    /// `primary`'s page cache per reader, KiB (default 4 MiB).
+    /// `primary`'s page cache per reader, KiB (default 2 MiB).
     pub reader_cache_kib: u32,
     /// Most writes committed in one group transaction.
     pub max_group: usize,
@@ -113,8 +113,8 @@ impl DataConfig {
             readers: 2,
             schema_dir: None,
             writer_queue: 1024,
-            cache_kib: 16 * 1024,
-            reader_cache_kib: 4 * 1024,
+            cache_kib: 8 * 1024,
+            reader_cache_kib: 2 * 1024,
             max_group: 256,
         }
     }

@@ -27,7 +27,11 @@ use daemonhost_runtime::supervisor::WorkerState;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request,
 };
-use daemonhost_workers::{SearchService, WorkerService};
+use daemonhost_workers::{MessageIndexConfig, SearchConfig, SearchService, WorkerService};
+
+/// Messages the host's in-process fallback index keeps (most recent first) while the search
+/// daemon runs in a worker process.
+pub const FALLBACK_MAX_DOCS: usize = 10_000;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -421,14 +425,19 @@ impl Daemon for SearchDaemon {
             .store
             .get()
             .ok_or("the data daemon has not published its store")?;
-        let placed = Placed::start(
-            ctx,
-            "search",
-            self.placement,
-            &self.options,
-            SearchService::default(),
-            true,
-        )?;
+        // With a worker, the host's copy is only the fallback: it keeps the most recent
+        // FALLBACK_MAX_DOCS messages so the host's memory stays flat however long it runs (the
+        // worker process holds the full index). In-process, this copy is the index itself.
+        let service = match self.placement {
+            Placement::Process => SearchService::new(SearchConfig {
+                index: MessageIndexConfig {
+                    max_docs: FALLBACK_MAX_DOCS,
+                    ..MessageIndexConfig::default()
+                },
+            }),
+            Placement::InProcess => SearchService::default(),
+        };
+        let placed = Placed::start(ctx, "search", self.placement, &self.options, service, true)?;
         let state = Arc::new(SearchState {
             placed,
             store,

@@ -240,11 +240,12 @@ async fn workers_sigkill_under_load_every_request_is_answered_and_the_worker_ret
     assert!(ok > 0);
     // search/messages is idempotent: the ones in flight were retried on the fallback.
     assert_eq!(unavailable, 0, "ok {ok}, unavailable {unavailable}");
-    // 32 requests were in flight when the worker died: they were retried on the fallback.
-    eventually("the retries on the fallback to be counted", || async {
+    // While the worker was down and reloading, the fallback served. (Requests in flight in the
+    // worker at the kill were retried there too, counted in `retriedOnFallback`; how many were
+    // in flight at that instant is a race, so it is not asserted.)
+    eventually("the fallback to have served", || async {
         let d = details(&c, "search").await;
-        d["retriedOnFallback"].as_u64().unwrap_or(0) > 0
-            && d["fallbackServed"].as_u64().unwrap_or(0) > 0
+        d["fallbackServed"].as_u64().unwrap_or(0) > 0
     })
     .await;
     wait_found(&c, "wombat", &id).await;

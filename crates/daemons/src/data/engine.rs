@@ -71,8 +71,8 @@ impl Default for DbOptions {
             reader_queue: 1024,
             max_group: 256,
             bus: None,
-            cache_kib: 16 * 1024,
-            reader_cache_kib: 4 * 1024,
+            cache_kib: 8 * 1024,
+            reader_cache_kib: 2 * 1024,
         }
     }
 }
@@ -288,12 +288,12 @@ pub fn open_rw(handle: &str, path: &Path) -> Result<Connection, DataError> {
             message: format!("journal mode is {mode}"),
         });
     }
-    // A 16 MiB page cache: with several indexes per table the default 2 MiB thrashes once a
-    // table passes ~100k rows, and more would put the host's memory target (64 MB RSS) at
-    // the mercy of the database size.
+    // The page cache size is set per database from `DbOptions::cache_kib` right after open:
+    // large enough that indexes do not thrash, bounded so the host's memory does not follow the
+    // database's size.
     conn.execute_batch(&format!(
         "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
+         PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES};"
     ))
     .map_err(|e| DataError::sqlite(handle, "pragmas", &e))?;
     conn.busy_timeout(std::time::Duration::from_millis(5000))
