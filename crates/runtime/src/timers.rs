@@ -323,6 +323,7 @@ mod tests {
         let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let start = Instant::now();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("tick", ms(100), ticker(tx))
             .expect("register");
@@ -339,7 +340,9 @@ mod tests {
         let _l = COUNTER_LOCK.lock().await;
         let base = live_timer_tasks();
         let t = Timers::new();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx_b, mut rx_b) = mpsc::unbounded_channel();
         t.register_interval("x", ms(10), ticker(tx_a))
             .expect("register");
@@ -360,6 +363,7 @@ mod tests {
     async fn cancel_stops_a_timer() {
         let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("x", ms(10), ticker(tx))
             .expect("register");
@@ -376,6 +380,7 @@ mod tests {
         let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
         let start = Instant::now();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicUsize::new(0));
         let mut n = 0u32;
@@ -413,6 +418,7 @@ mod tests {
         let base = live_timer_tasks();
         let t = Timers::new();
         let start = Instant::now();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_timeout("once", ms(50), async move {
             let _ = tx.send(Instant::now());
@@ -438,6 +444,7 @@ mod tests {
         let _l = COUNTER_LOCK.lock().await;
         let base = live_timer_tasks();
         let t = Timers::new();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         for i in 0..10 {
             t.register_interval(format!("i{i}"), ms(10 + i), ticker(tx.clone()))
@@ -511,6 +518,7 @@ mod tests {
             tokio::spawn(fut)
         });
         let t = Timers::with_spawner(spawner);
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("x", ms(10), ticker(tx))
             .expect("register");
@@ -522,6 +530,7 @@ mod tests {
     async fn panicking_tick_ends_only_that_timer() {
         let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new();
+        // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("bad", ms(10), || async { panic!("tick failed") })
             .expect("register");
