@@ -103,6 +103,36 @@ def rss_kb(pid):
     return 0
 
 
+def smaps_summary(pid):
+    """RSS by kind of mapping (kB): where the host's memory lives, to tell heap from the rest."""
+    out = {}
+    kind = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head:
+                continue
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+                if path == "[heap]":
+                    kind = "main heap (brk)"
+                elif path.startswith("[stack"):
+                    kind = "main stack"
+                elif path == "":
+                    kind = "anonymous (thread arenas, stacks, mmap)"
+                elif path.startswith("["):
+                    kind = path
+                elif "daemonhost" in path and not path.endswith((".sqlite", "-shm", "-wal")):
+                    kind = "the binary"
+                elif path.endswith("-shm"):
+                    kind = "SQLite -shm"
+                else:
+                    kind = "shared libraries and other files"
+            elif head[0] == "Rss:" and kind:
+                out[kind] = out.get(kind, 0) + int(head[1])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", required=True)
@@ -183,6 +213,14 @@ def main():
             sample("idle")
             next_sample += args.sample
         time.sleep(0.2)
+
+    try:
+        parts = smaps_summary(host.pid)
+        print("\nRSS by mapping at the end of the run:")
+        for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
+            print(f"  {v / 1024.0:7.2f} MB  {k}")
+    except OSError as e:
+        print(f"(no smaps: {e})")
 
     # Stop all personas: delete their users; none may stay hosted, no subscription of theirs left.
     for p in personas:

@@ -11,7 +11,8 @@
 //!   printing the data daemon's `longest_poll_ms` (target < 5 ms).
 //!
 //! The 1M-row database is generated once per run into a temp dir with a raw fast insert.
-//! Run: `cargo bench -p daemonhost-benches --bench data -- --warm-up-time 1 --measurement-time 5`.
+//! Run: `cargo bench -p daemonhost-benches --bench data -- --warm-up-time 1 --measurement-time 5`
+//! (the 1M-row database is only generated when a `data_list_indexed` or `data_startup` benchmark runs).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use daemonhost_daemons::data::{
@@ -74,11 +75,44 @@ async fn seed(rt: &Runtime) -> (String, String) {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Build a JSON object taking its values by move (`json!` copies every non-literal value it is
+/// given, which for nested values doubles the work a client does to build a request).
+fn obj<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
 fn message(uid: &str, rid: &str) -> Value {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    json!({"roomId": rid, "senderId": uid, "senderName": "bench", "senderType": "human",
-           "content": {"text": format!("message number {n} with some ordinary chat text in it")},
-           "timestamp": 1_700_000_000_000_i64 + n as i64})
+    obj([
+        ("roomId", Value::String(rid.to_owned())),
+        ("senderId", Value::String(uid.to_owned())),
+        ("senderName", Value::String("bench".to_owned())),
+        ("senderType", Value::String("human".to_owned())),
+        (
+            "content",
+            obj([(
+                "text",
+                Value::String(format!(
+                    "message number {n} with some ordinary chat text in it"
+                )),
+            )]),
+        ),
+        ("timestamp", Value::from(1_700_000_000_000_i64 + n as i64)),
+    ])
+}
+
+/// One `create` operation of a `data/batch`.
+fn create_op(uid: &str, rid: &str) -> Value {
+    obj([
+        ("operation", Value::String("create".to_owned())),
+        ("collection", Value::String("chat_messages".to_owned())),
+        ("data", message(uid, rid)),
+    ])
 }
 
 fn bench_create(c: &mut Criterion) {
@@ -99,7 +133,10 @@ fn bench_create(c: &mut Criterion) {
                     router
                         .ask(
                             "data/create",
-                            json!({"collection": "chat_messages", "data": m}),
+                            obj([
+                                ("collection", Value::String("chat_messages".into())),
+                                ("data", m),
+                            ]),
                         )
                         .await
                         .expect("create"),
@@ -120,7 +157,10 @@ fn bench_create(c: &mut Criterion) {
                     set.spawn(async move {
                         r.ask(
                             "data/create",
-                            json!({"collection": "chat_messages", "data": m}),
+                            obj([
+                                ("collection", Value::String("chat_messages".into())),
+                                ("data", m),
+                            ]),
                         )
                         .await
                         .expect("create");
@@ -132,41 +172,71 @@ fn bench_create(c: &mut Criterion) {
     });
 
     const BATCH: usize = 1000;
+    let store = slot.get().expect("store");
+    let batch_ops =
+        |uid: &str, rid: &str| -> Vec<Value> { (0..BATCH).map(|_| create_op(uid, rid)).collect() };
     g.throughput(Throughput::Elements(BATCH as u64));
+    // The caller builds its 1000-operation request inside the timed loop.
+    let before = WriterTime::now(&store);
     g.bench_function("batch_1000", |b| {
         b.to_async(&trt).iter(|| {
             let router = router.clone();
-            let ops: Vec<Value> = (0..BATCH)
-                .map(|_| json!({"operation": "create", "collection": "chat_messages", "data": message(&uid, &rid)}))
-                .collect();
+            let ops = batch_ops(&uid, &rid);
             async move {
                 black_box(
                     router
-                        .ask("data/batch", json!({"operations": ops}))
+                        .ask("data/batch", obj([("operations", Value::Array(ops))]))
                         .await
                         .expect("batch"),
                 )
             }
         });
     });
+    before.report("batch_1000", &store);
 
     // The same batch answering only the ids (`return: "ids"`): no records built or dropped.
+    let before = WriterTime::now(&store);
     g.bench_function("batch_1000_return_ids", |b| {
         b.to_async(&trt).iter(|| {
             let router = router.clone();
-            let ops: Vec<Value> = (0..BATCH)
-                .map(|_| json!({"operation": "create", "collection": "chat_messages", "data": message(&uid, &rid)}))
-                .collect();
+            let ops = batch_ops(&uid, &rid);
             async move {
                 black_box(
                     router
-                        .ask("data/batch", json!({"operations": ops, "return": "ids"}))
+                        .ask(
+                            "data/batch",
+                            obj([
+                                ("operations", Value::Array(ops)),
+                                ("return", Value::String("ids".into())),
+                            ]),
+                        )
                         .await
                         .expect("batch"),
                 )
             }
         });
     });
+    before.report("batch_1000_return_ids", &store);
+
+    // The daemon's side alone: the request is built before the timer starts (a client's
+    // work, not the data daemon's), then sent, parsed, validated, written and answered.
+    let before = WriterTime::now(&store);
+    g.bench_function("batch_1000_return_ids_prebuilt", |b| {
+        b.to_async(&trt).iter_batched(
+            || {
+                obj([
+                    ("operations", Value::Array(batch_ops(&uid, &rid))),
+                    ("return", Value::String("ids".into())),
+                ])
+            },
+            |req| {
+                let router = router.clone();
+                async move { black_box(router.ask("data/batch", req).await.expect("batch")) }
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    before.report("batch_1000_return_ids_prebuilt", &store);
 
     // Baseline: the same rows, raw rusqlite, one transaction, on this thread.
     let raw_dir = tempfile::tempdir().expect("tmp");
@@ -196,7 +266,6 @@ fn bench_create(c: &mut Criterion) {
         });
     });
     g.finish();
-    let store = slot.get().expect("store");
     trt.block_on(async {
         let n = store
             .count(&Handle::Primary, "chat_messages", None)
@@ -205,6 +274,43 @@ fn bench_create(c: &mut Criterion) {
         eprintln!("data_create: {n} rows written through the daemon");
         rt.shutdown().await;
     });
+}
+
+/// The writer thread's own clock (from `DbStats`) around one benchmark: how much of each
+/// batch's time the single writer spent, and in COMMIT and idle checkpoints.
+struct WriterTime {
+    groups: u64,
+    busy_us: u64,
+    commit_us: u64,
+    checkpoints: u64,
+    checkpoint_us: u64,
+}
+
+impl WriterTime {
+    fn now(store: &DataStore) -> WriterTime {
+        let s = store.primary().stats();
+        WriterTime {
+            groups: s.groups.load(Ordering::Relaxed),
+            busy_us: s.writer_busy_us.load(Ordering::Relaxed),
+            commit_us: s.commit_us.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            checkpoint_us: s.checkpoint_us.load(Ordering::Relaxed),
+        }
+    }
+
+    fn report(&self, name: &str, store: &DataStore) {
+        let n = WriterTime::now(store);
+        let groups = (n.groups - self.groups).max(1) as f64;
+        eprintln!(
+            "{name}: writer per batch {:.2} ms (commit {:.2} ms); checkpoints {} taking {:.2} ms each (on the checkpointer thread)",
+            (n.busy_us - self.busy_us) as f64 / groups / 1000.0,
+            (n.commit_us - self.commit_us) as f64 / groups / 1000.0,
+            n.checkpoints - self.checkpoints,
+            (n.checkpoint_us - self.checkpoint_us) as f64
+                / (n.checkpoints - self.checkpoints).max(1) as f64
+                / 1000.0,
+        );
+    }
 }
 
 const INSERT: &str = "INSERT INTO chat_messages (id, createdAt, updatedAt, version, roomId, senderId, senderName, senderType, content, status, priority, timestamp) VALUES (?1, ?2, ?2, 1, ?3, ?4, 'bench', 'human', ?5, 'sent', 'normal', ?6)";
@@ -231,9 +337,9 @@ fn raw_insert(st: &mut rusqlite::CachedStatement<'_>, n: u64, uid: &str, rid: &s
 }
 
 /// The 1M-row database, generated once: (dir, room ids).
-fn big_db() -> &'static (tempfile::TempDir, Vec<String>) {
+fn big_db() -> (&'static tempfile::TempDir, &'static [String]) {
     static DB: OnceLock<(tempfile::TempDir, Vec<String>)> = OnceLock::new();
-    DB.get_or_init(|| {
+    let (dir, rooms) = DB.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tmp");
         let t = Instant::now();
         // Let the store create the tables and indexes, then bulk-load raw.
@@ -276,30 +382,47 @@ fn big_db() -> &'static (tempfile::TempDir, Vec<String>) {
         drop(conn);
         eprintln!("generated {ROWS} chat_messages in {:.1} s", t.elapsed().as_secs_f64());
         (dir, rooms)
-    })
+    });
+    (dir, rooms)
+}
+
+/// The list benchmarks' fixture: the 1M-row database booted in a runtime. Built on first use,
+/// so a run filtered to other groups does not pay for generating the database.
+struct ListEnv {
+    rooms: &'static [String],
+    rt: Runtime,
+    store: DataStore,
+}
+
+impl ListEnv {
+    fn boot(trt: &tokio::runtime::Runtime) -> ListEnv {
+        let (dir, rooms) = big_db();
+        let (rt, slot) = trt.block_on(boot(dir.path()));
+        let store = slot.get().expect("store");
+        let plan = trt
+            .block_on(store.explain_list(
+                "chat_messages",
+                ListParams {
+                    filter: Some(json!({"roomId": rooms[0]})),
+                    order_by: Some(json!([{"field": "timestamp", "direction": "desc"}])),
+                    limit: Some(json!(20)),
+                    ..Default::default()
+                },
+            ))
+            .expect("explain");
+        eprintln!("plan: {plan:?}");
+        ListEnv { rooms, rt, store }
+    }
 }
 
 fn bench_list(c: &mut Criterion) {
-    let (dir, rooms) = big_db();
     let trt = tokio_rt();
-    let (rt, slot) = trt.block_on(boot(dir.path()));
-    let store = slot.get().expect("store");
-    let router = rt.router();
+    let mut env: Option<ListEnv> = None;
     let mut g = c.benchmark_group("data_list_indexed");
     let mut i = 0usize;
-    let plan = trt
-        .block_on(store.explain_list(
-            "chat_messages",
-            ListParams {
-                filter: Some(json!({"roomId": rooms[0]})),
-                order_by: Some(json!([{"field": "timestamp", "direction": "desc"}])),
-                limit: Some(json!(20)),
-                ..Default::default()
-            },
-        ))
-        .expect("explain");
-    eprintln!("plan: {plan:?}");
     g.bench_function("store_list_room_page20", |b| {
+        let e = env.get_or_insert_with(|| ListEnv::boot(&trt));
+        let (rooms, store) = (e.rooms, e.store.clone());
         b.to_async(&trt).iter(|| {
             i += 1;
             let room = rooms[i % ROOMS].clone();
@@ -324,6 +447,8 @@ fn bench_list(c: &mut Criterion) {
         });
     });
     g.bench_function("router_data_list_room_page20", |b| {
+        let e = env.get_or_insert_with(|| ListEnv::boot(&trt));
+        let (rooms, router) = (e.rooms, e.rt.router());
         b.to_async(&trt).iter(|| {
             i += 1;
             let room = rooms[i % ROOMS].clone();
@@ -343,13 +468,14 @@ fn bench_list(c: &mut Criterion) {
         });
     });
     // Baseline: the same SELECT, prepared, on a raw read-only connection on this thread.
-    let raw = rusqlite::Connection::open_with_flags(
-        dir.path().join("data").join("primary.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("raw");
     let sql = "SELECT id, createdAt, updatedAt, version, roomId, senderId, senderName, senderType, content, status, priority, timestamp, editedAt, reactions, thread, replyToId FROM chat_messages WHERE roomId = ?1 ORDER BY timestamp DESC, id DESC LIMIT 21";
     g.bench_function("baseline_raw_prepared_select", |b| {
+        let (dir, rooms) = big_db();
+        let raw = rusqlite::Connection::open_with_flags(
+            dir.path().join("data").join("primary.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("raw");
         b.iter(|| {
             i += 1;
             let mut st = raw.prepare_cached(sql).expect("prep");
@@ -362,19 +488,20 @@ fn bench_list(c: &mut Criterion) {
         });
     });
     g.finish();
-    trt.block_on(rt.shutdown());
+    if let Some(e) = env {
+        trt.block_on(e.rt.shutdown());
+    }
 }
 
 fn bench_startup(c: &mut Criterion) {
-    let (dir, _) = big_db();
     let trt = tokio_rt();
     let mut g = c.benchmark_group("data_startup");
     g.sample_size(10);
-    let root: PathBuf = dir.path().to_owned();
     let mut worst_poll = 0f64;
     g.bench_function(
         BenchmarkId::new("start_to_ready", "1M_chat_messages"),
         |b| {
+            let root: PathBuf = big_db().0.path().to_owned();
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

@@ -19,6 +19,10 @@
 //!   bounded `message-dedup` LRU holding a once-cell per key: concurrent resends wait for the
 //!   first store and all get the same record with `deduplicated: true`. A failed store leaves the
 //!   cell empty, so a retry stores again. The window is the LRU's capacity (most recent ids).
+//!   The cell keeps the stored record's **id only** (≈ 100 bytes per entry, not the whole
+//!   record): a resend is rare and reads the record back; one deleted since answers
+//!   `{id, deduplicated: true, deleted: true}`. Holding whole records made the cache grow by
+//!   megabytes as it filled under steady traffic.
 //! - Sender and room are checked through `user/get` and `room/check`, so the `users`,
 //!   `room-names` and `room-members` caches (owned by those daemons) serve the common case.
 
@@ -34,7 +38,7 @@ use daemonhost_runtime::{
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::OnceCell;
 
 /// Settings of the [`ChatDaemon`].
@@ -69,7 +73,8 @@ impl ChatDaemon {
     }
 }
 
-type Slot = Arc<OnceCell<Value>>;
+/// A dedup entry: the id of the record stored for the key, once stored.
+type Slot = Arc<OnceCell<String>>;
 
 /// The running chat daemon's state.
 #[derive(Debug)]
@@ -208,15 +213,32 @@ async fn send(
             let slot: Slot = state
                 .dedup
                 .get_or_insert_with(key, || Arc::new(OnceCell::new()));
-            let ran = AtomicBool::new(false);
-            let msg = slot
-                .get_or_try_init(|| {
-                    ran.store(true, Ordering::Relaxed);
-                    store_it()
+            // The first sender stores and keeps the record it got; later ones read it back.
+            let mut first: Option<Value> = None;
+            let id = slot
+                .get_or_try_init(|| async {
+                    let msg = store_it().await?;
+                    let id = msg["id"]
+                        .as_str()
+                        .ok_or_else(|| DaemonError::internal("stored message has no id"))?
+                        .to_owned();
+                    first = Some(msg);
+                    Ok::<String, DaemonError>(id)
                 })
                 .await?
                 .clone();
-            (msg, !ran.load(Ordering::Relaxed))
+            match first {
+                Some(msg) => (msg, false),
+                None => match state
+                    .store
+                    .read(&Handle::Primary, "chat_messages", &id)
+                    .await
+                {
+                    Ok(msg) => (msg, true),
+                    Err(DataError::NotFound { .. }) => (json!({ "id": id, "deleted": true }), true),
+                    Err(e) => return Err(e.into()),
+                },
+            }
         }
     };
     if dedup {

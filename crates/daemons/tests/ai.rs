@@ -583,6 +583,17 @@ async fn hostile_server(stream: bool) -> String {
         while let Ok((mut sock, _)) = listener.accept().await {
             if stream {
                 tokio::spawn(async move {
+                    // Answer only once the request's head arrived: a response sent before the
+                    // request is a protocol error to hyper ("unexpected message"), which is a
+                    // different failure from the endless body this server exists to send.
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
                     let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
                     if sock.write_all(head.as_bytes()).await.is_err() {
                         return;

@@ -485,7 +485,32 @@ async fn platform_chat_resend_returns_the_original_message() {
     for again in [a, b] {
         assert_eq!(again["id"], first["id"]);
         assert_eq!(again["deduplicated"], true);
+        // The cache keeps only the id: the answer is the stored record, read back whole.
+        assert_eq!(again["content"], first["content"]);
+        assert_eq!(again["timestamp"], first["timestamp"]);
+        assert_eq!(again["roomId"], first["roomId"]);
     }
+    // Deleted since: still deduplicated (nothing stored again), and said so.
+    let gone = h
+        .ok(
+            "chat/send",
+            json!({ "room": "general", "message": "gone", "clientMessageId": "c-3" }),
+        )
+        .await;
+    h.ok(
+        "data/delete",
+        json!({ "collection": "chat_messages", "id": gone["id"] }),
+    )
+    .await;
+    let again = h
+        .ok(
+            "chat/send",
+            json!({ "room": "general", "message": "gone", "clientMessageId": "c-3" }),
+        )
+        .await;
+    assert_eq!(again["id"], gone["id"]);
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(again["deleted"], true);
     let other = h
         .ok(
             "chat/send",
@@ -498,8 +523,8 @@ async fn platform_chat_resend_returns_the_original_message() {
         .await;
     assert_eq!(n["count"], 2);
     let d = h.details("chat");
-    assert_eq!(d["deduplicated"], 2, "{d}");
-    assert_eq!(d["caches"]["message-dedup"]["len"], 2, "{d}");
+    assert_eq!(d["deduplicated"], 3, "{d}");
+    assert_eq!(d["caches"]["message-dedup"]["len"], 3, "{d}");
     h.rt.shutdown().await;
 }
 

@@ -37,7 +37,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant};
 
 use daemonhost_protocol::{ErrorBody, ErrorCode};
@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     open_files: AtomicUsize,
     categories: AtomicUsize,
     closed: AtomicBool,
+    /// Control messages (flush, shutdown) sent and not yet answered; at most `CONTROL_SLACK`.
+    controls: AtomicUsize,
 }
 
 impl Shared {
@@ -212,7 +214,7 @@ fn shutting_down() -> ErrorBody {
 /// fallback and its own daemons) and behind [`LoggerService`] in a worker process.
 pub struct Logger {
     shared: Arc<Shared>,
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -279,8 +281,14 @@ impl Logger {
             open_files: AtomicUsize::new(0),
             categories: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            controls: AtomicUsize::new(0),
         });
-        let (tx, rx) = sync_channel(queue + CONTROL_SLACK);
+        // Unbounded in type only: a batch is sent only after its lines were admitted against
+        // the `queued` line budget (each batch carries at least one line, released once
+        // written), and a control message only within `controls` ≤ CONTROL_SLACK, so at most
+        // `queue + CONTROL_SLACK` messages ever wait. Unlike a `sync_channel` of that size,
+        // which allocates all 65,600 slots (2.6 MB) up front, this one allocates as it fills.
+        let (tx, rx) = channel();
         let writer = Writer::new(Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("dh-logger".into())
@@ -448,57 +456,55 @@ impl Logger {
         if total == 0 {
             return Ok(out);
         }
-        match self.tx.try_send(Msg::Batch {
+        match self.tx.send(Msg::Batch {
             chunks,
             lines: total,
         }) {
             Ok(()) => Ok(out),
-            Err(e) => {
+            Err(_) => {
                 shared.queued.fetch_sub(total, Ordering::AcqRel);
-                match e {
-                    TrySendError::Full(_) => {
-                        shared
-                            .dropped_queue
-                            .fetch_add(out.queued as u64, Ordering::Relaxed);
-                        Err(ErrorBody::new(
-                            ErrorCode::Overloaded,
-                            "log queue full; retry later",
-                        ))
-                    }
-                    TrySendError::Disconnected(_) => Err(shutting_down()),
-                }
+                Err(shutting_down())
             }
         }
     }
 
-    async fn send_control(&self, msg: Msg) -> Result<(), ErrorBody> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(shutting_down()),
-            Err(TrySendError::Full(msg)) => {
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || tx.send(msg))
-                    .await
-                    .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?
-                    .map_err(|_| shutting_down())
-            }
+    /// Send a control message made around a reply channel and wait for the writer's answer.
+    /// At most `CONTROL_SLACK` wait at once; beyond that the call is refused `overloaded`.
+    async fn control<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Msg,
+    ) -> Result<T, ErrorBody> {
+        let controls = &self.shared.controls;
+        if controls.fetch_add(1, Ordering::AcqRel) >= CONTROL_SLACK {
+            controls.fetch_sub(1, Ordering::AcqRel);
+            return Err(ErrorBody::new(
+                ErrorCode::Overloaded,
+                format!("{CONTROL_SLACK} log flushes already waiting; retry later"),
+            ));
         }
+        let (tx, rx) = oneshot::channel();
+        let out = match self.tx.send(make(tx)) {
+            Ok(()) => rx.await.map_err(|_| shutting_down()),
+            Err(_) => Err(shutting_down()),
+        };
+        controls.fetch_sub(1, Ordering::AcqRel);
+        out
     }
 
     /// Wait until every line accepted before this call is written to its file (flushed to the
     /// OS), with file identities re-checked.
     pub async fn flush(&self) -> Result<(), ErrorBody> {
-        let (tx, rx) = oneshot::channel();
-        self.send_control(Msg::Flush(tx)).await?;
-        rx.await.map_err(|_| shutting_down())
+        self.control(Msg::Flush).await
     }
 
     /// Stop accepting lines, write everything queued and any pending drop notices, flush, and
     /// stop the writer thread. Idempotent.
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Not counted against CONTROL_SLACK: shutdown must never be refused, and it runs once
+        // per caller of an idempotent stop.
         let (tx, rx) = oneshot::channel();
-        if self.send_control(Msg::Shutdown(tx)).await.is_ok() {
+        if self.tx.send(Msg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
         let handle = self.thread.lock().take();

@@ -100,6 +100,7 @@ impl StoreConfig {
                 reader_cache_kib: 256,
                 writer_queue: 256,
                 reader_queue: 256,
+                background_checkpoint: false,
                 ..DbOptions::default()
             },
         }
@@ -909,21 +910,24 @@ fn check_id(collection: &str, id: &str) -> Result<(), DataError> {
 type RefCache = HashMap<String, HashSet<String>>;
 
 /// What one write job shares across its operations: one clock reading, a block of new ids,
-/// the reference cache.
-struct JobCtx {
+/// the reference cache, and each collection's insert statement (looked up once per job, not
+/// once per row: the statement cache hashes the whole SQL text on every lookup).
+struct JobCtx<'c> {
     now: String,
     new_ids: usize,
     ids: Option<IdBlock>,
     seen: RefCache,
+    inserts: Vec<(Arc<CollSql>, rusqlite::CachedStatement<'c>)>,
 }
 
-impl JobCtx {
+impl<'c> JobCtx<'c> {
     fn new(new_ids: usize) -> Self {
         JobCtx {
             now: now_text(),
             new_ids,
             ids: None,
             seen: RefCache::new(),
+            inserts: Vec::new(),
         }
     }
 
@@ -934,6 +938,24 @@ impl JobCtx {
             .get_or_insert_with(|| IdBlock::reserve(n))
             .next_id()
     }
+}
+
+/// The insert statement of `c` from a job's `inserts`, prepared on first use in the job. (A
+/// function of the one field, so records can borrow the job's clock reading meanwhile.)
+fn insert_stmt<'s, 'c>(
+    inserts: &'s mut Vec<(Arc<CollSql>, rusqlite::CachedStatement<'c>)>,
+    conn: &'c Connection,
+    c: &Arc<CollSql>,
+) -> rusqlite::Result<&'s mut rusqlite::CachedStatement<'c>> {
+    let i = match inserts.iter().position(|(k, _)| Arc::ptr_eq(k, c)) {
+        Some(i) => i,
+        None => {
+            let st = conn.prepare_cached(&c.insert)?;
+            inserts.push((Arc::clone(c), st));
+            inserts.len() - 1
+        }
+    };
+    Ok(&mut inserts[i].1)
 }
 
 #[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
@@ -1017,14 +1039,14 @@ struct Created {
 }
 
 #[allow(clippy::too_many_arguments)] // the write job's context, passed flat on a hot path
-fn insert_record(
-    conn: &Connection,
+fn insert_record<'c>(
+    conn: &'c Connection,
     handle: &str,
     store: &StoreInner,
-    c: &CollSql,
+    c: &Arc<CollSql>,
     id: Option<String>,
     mut data: Map<String, Value>,
-    ctx: &mut JobCtx,
+    ctx: &mut JobCtx<'c>,
     build: bool,
 ) -> Result<Created, DataError> {
     let coll = &c.schema.collection;
@@ -1093,8 +1115,8 @@ fn insert_record(
         };
         cells.push(cell);
     }
-    conn.prepare_cached(&c.insert)
-        .and_then(|mut st| st.execute(rusqlite::params_from_iter(cells.iter().map(|(v, _)| v))))
+    insert_stmt(&mut ctx.inserts, conn, c)
+        .and_then(|st| st.execute(rusqlite::params_from_iter(cells.iter().map(|(v, _)| v))))
         .map_err(|e| map_write_error(handle, c, &id, &e))?;
     if !build {
         return Ok(Created { id, record: None });
@@ -1136,7 +1158,7 @@ fn update_record(
     id: &str,
     data: &Map<String, Value>,
     version: Option<i64>,
-    ctx: &mut JobCtx,
+    ctx: &mut JobCtx<'_>,
 ) -> Result<Value, DataError> {
     let coll = &c.schema.collection;
     // Check every given field before touching the table: a bad name never reaches SQL.
