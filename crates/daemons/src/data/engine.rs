@@ -82,7 +82,7 @@ impl Default for DbOptions {
             reader_queue: 1024,
             max_group: 256,
             bus: None,
-            cache_kib: 8 * 1024,
+            cache_kib: 4 * 1024,
             reader_cache_kib: 2 * 1024,
             background_checkpoint: true,
         }

@@ -907,7 +907,12 @@ fn check_id(collection: &str, id: &str) -> Result<(), DataError> {
 
 /// References already confirmed within the current write job, by target collection (cleared
 /// by any delete). Looked up by `&str`: a hit allocates nothing.
-type RefCache = HashMap<String, HashSet<String>>;
+/// Records known to exist, per referenced collection, within one write job (a batch of 1000
+/// messages names the same room and sender 1000 times: one lookup, then memory). foldhash, not
+/// SipHash: per-row hashing showed in the writer's profile, and the map lives for one job of
+/// at most `MAX_BATCH` operations.
+type RefCache =
+    HashMap<String, HashSet<String, foldhash::fast::RandomState>, foldhash::fast::RandomState>;
 
 /// What one write job shares across its operations: one clock reading, a block of new ids,
 /// the reference cache, and each collection's insert statement (looked up once per job, not
@@ -926,7 +931,7 @@ impl<'c> JobCtx<'c> {
             now: now_text(),
             new_ids,
             ids: None,
-            seen: RefCache::new(),
+            seen: RefCache::default(),
             inserts: Vec::new(),
         }
     }
@@ -1123,25 +1128,29 @@ fn insert_record<'c>(
     }
     // The record is `data` completed in place: text and JSON stored as given stay as they are
     // (equal to what was stored; JSON echoes the given value instead of re-parsing it), the
-    // rest comes from what was bound.
-    let sets: Vec<Option<Value>> = c
+    // rest comes from what was bound. Only keys that came in `data` need a lookup; the others
+    // (system fields other than a given `id`, defaults, absent fields) are inserted directly.
+    let id_given = data.contains_key("id");
+    let sets: Vec<(Option<Value>, bool)> = c
         .cols
         .iter()
         .zip(cells)
         .map(|(col, (v, src))| match (src, col.ty, &v) {
             (Src::Given, crate::data::schema::FieldType::Json, _)
-            | (Src::Given, _, Coerced::Borrowed(_)) => None,
-            _ => Some(to_json(col.ty, v.into_sql())),
+            | (Src::Given, _, Coerced::Borrowed(_)) => (None, true),
+            _ => {
+                let present = src == Src::Given || (id_given && col.name == "id");
+                (Some(to_json(col.ty, v.into_sql())), present)
+            }
         })
         .collect();
-    for (col, set) in c.cols.iter().zip(sets) {
+    for (col, (set, present)) in c.cols.iter().zip(sets) {
         let Some(v) = set else { continue };
-        match data.get_mut(&col.name) {
-            Some(slot) => *slot = v,
-            None => {
-                data.insert(col.name.clone(), v);
-            }
+        if present && let Some(slot) = data.get_mut(&col.name) {
+            *slot = v;
+            continue;
         }
+        data.insert(col.name.clone(), v);
     }
     Ok(Created {
         id,
