@@ -107,6 +107,7 @@ def smaps_summary(pid):
     """RSS by kind of mapping (kB): where the host's memory lives, to tell heap from the rest."""
     out = {}
     kind = None
+    exe = os.path.realpath(f"/proc/{pid}/exe")
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             head = line.split()
@@ -122,7 +123,7 @@ def smaps_summary(pid):
                     kind = "anonymous (thread arenas, stacks, mmap)"
                 elif path.startswith("["):
                     kind = path
-                elif "daemonhost" in path and not path.endswith((".sqlite", "-shm", "-wal")):
+                elif path == exe:
                     kind = "the binary"
                 elif path.endswith("-shm"):
                     kind = "SQLite -shm"
@@ -139,6 +140,7 @@ def main():
     ap.add_argument("--duration", type=int, default=600, help="seconds of load (default 600)")
     ap.add_argument("--idle", type=int, default=60, help="seconds of idle sampling after the load")
     ap.add_argument("--rate", type=float, default=50.0, help="messages per second (default 50)")
+    ap.add_argument("--config", help="a TOML config file for the host (default: embedded defaults)")
     ap.add_argument("--personas", type=int, default=20)
     ap.add_argument("--sample", type=int, default=10, help="seconds between RSS samples")
     ap.add_argument("--rss-limit-mb", type=float, default=64.0)
@@ -148,7 +150,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="dhsoak", dir="/tmp")
     data = os.path.join(tmp, "d")
     log = open(os.path.join(tmp, "host.log"), "w")
-    host = subprocess.Popen([args.binary, "--data-dir", data, "run"], stdout=log, stderr=log)
+    cmd = [args.binary, "--data-dir", data, "run"]
+    if args.config:
+        cmd += ["--config", args.config]
+    host = subprocess.Popen(cmd, stdout=log, stderr=log)
     sock = os.path.join(data, "daemonhost.sock")
     deadline = time.time() + 30
     conn = None

@@ -116,6 +116,9 @@ fn data_err(e: DataError) -> BoxError {
     Box::new(e)
 }
 
+/// Change of energy within one tick that makes a persona's state worth a snapshot.
+const SNAPSHOT_ENERGY_STEP: f32 = 0.05;
+
 const SNAPSHOT_DDL: &str = "CREATE TABLE IF NOT EXISTS persona_snapshot (
     id TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated_at INTEGER NOT NULL)";
 
@@ -298,12 +301,23 @@ impl Personas {
         let mut map = self.map.lock();
         for (pid, e) in map.iter_mut() {
             if e.next_tick <= now {
-                for action in e.state.tick(now) {
+                let (mood, energy) = (e.state.mood(), e.state.energy());
+                let actions = e.state.tick(now);
+                // A tick that did nothing but let energy recover a little is not worth a
+                // snapshot: an idle host does not rewrite every persona's database each
+                // interval. A reply, a new mood or a visible change of energy are (new
+                // messages mark it dirty when they arrive).
+                if actions.iter().any(|a| matches!(a, Action::Reply { .. }))
+                    || e.state.mood() != mood
+                    || (e.state.energy() - energy).abs() >= SNAPSHOT_ENERGY_STEP
+                {
+                    e.dirty = true;
+                }
+                for action in actions {
                     if let Action::Reply { item } = action {
                         replies.push((pid.clone(), e.name.clone(), item));
                     }
                 }
-                e.dirty = true;
                 e.next_tick = now + e.state.next_tick_in();
             }
             next = Some(next.map_or(e.next_tick, |n| n.min(e.next_tick)));

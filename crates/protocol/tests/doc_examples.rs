@@ -9,7 +9,12 @@ use daemonhost_protocol::{ErrorCode, Frame};
 use serde_json::Value;
 
 fn doc() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md");
+    // The directory at run time (cargo sets it for every test run), not the one baked in at
+    // compile time: a build directory shared between clones may hold a binary compiled in
+    // another checkout.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = dir.join("../../docs/PROTOCOL.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
