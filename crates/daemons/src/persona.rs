@@ -12,6 +12,11 @@
 //!   by construction, whatever the number of personas.
 //! - **Replies are chat messages like any other**: context is the last N messages of the room in
 //!   one query, the text comes from `ai/generate`, and the reply goes through `chat/send`.
+//! - **Priorities**: a message from a person or the system that names the persona (display
+//!   name or unique id) 200, other messages from people 100, from the system 50, from personas
+//!   and agents 20 — mentions inside AI-written text do not escalate, or personas quoting each
+//!   other would keep each other busy. The inbox keeps a preview of each message
+//!   (`max_text_bytes`, 256), cut once before it is copied to every persona.
 //! - **State survives restarts**: snapshots go to each persona's own database handle
 //!   (`DIR/personas/<id>/state.sqlite`) on an interval and at stop, and are restored when the
 //!   persona is loaded.
@@ -27,7 +32,9 @@ use daemonhost_runtime::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use state::{Action, InboxItem, Offered, PersonaConfig, PersonaSnapshot, PersonaState};
+use state::{
+    Action, InboxItem, Offered, PersonaConfig, PersonaSnapshot, PersonaState, truncate_utf8,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -244,12 +251,14 @@ impl Personas {
         ) else {
             return 0;
         };
-        let text = message_text(msg);
+        let mut text = message_text(msg);
         let sender_type = msg
             .get("senderType")
             .and_then(Value::as_str)
             .unwrap_or("human");
         let lower = text.to_lowercase();
+        // Every persona gets a copy: cut it to the preview first, so each copy is small.
+        truncate_utf8(&mut text, self.config.persona.max_text_bytes);
         let now = now_ms();
         let mut offered = 0;
         let mut map = self.map.lock();
@@ -263,10 +272,13 @@ impl Personas {
                 || e.unique_id
                     .as_deref()
                     .is_some_and(|u| lower.contains(&u.to_lowercase()));
+            // A mention raises priority only when a person (or the system) wrote it: another
+            // persona's reply that quotes "@name" (retrieval answers quote earlier messages)
+            // is chatter, and escalating it lets personas keep each other busy.
             let priority = match (mentioned, sender_type) {
-                (true, _) => 200,
+                (true, "human" | "system") => 200,
                 (false, "human") => 100,
-                (false, "system") => 50,
+                (_, "system") => 50,
                 _ => 20,
             };
             let item = InboxItem {

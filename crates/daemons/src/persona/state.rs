@@ -42,7 +42,10 @@ pub struct PersonaConfig {
     pub overwhelmed_replies_per_tick: usize,
     /// Bound on rooms followed.
     pub max_rooms: usize,
-    /// Bound on the text kept per inbox item, in bytes.
+    /// Bound on the text kept per inbox item, in bytes: a preview (for `persona/status` and
+    /// the empty-room fallback). A reply's context is read from the room when it is written,
+    /// so the inbox need not hold whole messages: 20 personas × 256 items of whole retrieval
+    /// answers (≈ 1.6 KB each) was 8 MB, filling over many minutes.
     pub max_text_bytes: usize,
     /// Tick cadence per mood.
     pub tick_idle_ms: u64,
@@ -69,7 +72,7 @@ impl Default for PersonaConfig {
             compute_budget_ms: 30_000,
             overwhelmed_replies_per_tick: 2,
             max_rooms: 1024,
-            max_text_bytes: 4096,
+            max_text_bytes: 256,
             tick_idle_ms: 5_000,
             tick_active_ms: 1_000,
             tick_tired_ms: 10_000,
@@ -476,13 +479,16 @@ impl PersonaState {
     }
 }
 
-fn truncate_utf8(s: &mut String, max: usize) {
+/// Cut `s` to at most `max` bytes on a character boundary, releasing the memory cut off (a
+/// truncated `String` keeps its capacity otherwise).
+pub fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
         s.truncate(end);
+        s.shrink_to_fit();
     }
 }
 
@@ -689,5 +695,17 @@ mod tests {
         it.text = "héllo wörld".into();
         p.offer(it);
         assert_eq!(p.snapshot().inbox[0].text, "héll");
+    }
+
+    #[test]
+    fn truncation_cuts_on_a_char_boundary_and_releases_the_rest() {
+        let mut s = "é".repeat(1000);
+        truncate_utf8(&mut s, 5);
+        assert_eq!(s, "éé");
+        // The copy kept per persona must not carry the whole message's allocation.
+        assert!(s.capacity() < 64, "capacity {}", s.capacity());
+        let mut short = String::from("hi");
+        truncate_utf8(&mut short, 5);
+        assert_eq!(short, "hi");
     }
 }
