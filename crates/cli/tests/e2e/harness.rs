@@ -64,6 +64,8 @@ impl Host {
             .args(["--log-level", "info", "run"])
             .args(args)
             .env_remove("NOTIFY_SOCKET")
+            // The host's own default applies unless a test sets it.
+            .env_remove("MALLOC_ARENA_MAX")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);

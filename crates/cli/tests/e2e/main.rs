@@ -867,3 +867,34 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The host re-executes itself in place (same pid) with `MALLOC_ARENA_MAX=2`, and keeps a
+/// value the environment already sets.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn the_host_runs_with_two_malloc_arenas_unless_told_otherwise() {
+    for (env, want) in [
+        (Vec::new(), "MALLOC_ARENA_MAX=2"),
+        (vec![("MALLOC_ARENA_MAX", "4")], "MALLOC_ARENA_MAX=4"),
+    ] {
+        let mut host = Host::start_with(&[], &env);
+        let c = host.client().await;
+        c.call("ping", Value::Null, Some(WAIT)).await.expect("ping");
+        // The process we spawned is the one serving (exec keeps the pid), and its
+        // environment is the one it was re-executed with.
+        let environ = std::fs::read(format!("/proc/{}/environ", host.pid())).expect("read environ");
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        assert!(
+            vars.contains(&want.as_bytes()),
+            "{want} not in the host's environment"
+        );
+        assert_eq!(
+            vars.iter()
+                .filter(|v| v.starts_with(b"MALLOC_ARENA_MAX="))
+                .count(),
+            1
+        );
+        host.signal(Signal::SIGTERM);
+        assert_eq!(code(host.wait_exit().await), 0, "{}", host.log());
+    }
+}
