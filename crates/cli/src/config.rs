@@ -251,6 +251,9 @@ pub struct HostSection {
     pub max_connections: usize,
     /// Async worker threads; 0 = auto, half the cores (at least 1). See [`Config::worker_threads`].
     pub worker_threads: usize,
+    /// How often freed allocator memory is handed back to the OS (`malloc_trim`, glibc), in
+    /// ms; 0 never.
+    pub trim_interval_ms: u64,
 }
 
 impl Default for HostSection {
@@ -263,6 +266,7 @@ impl Default for HostSection {
             shutdown_grace_ms: 5000,
             max_connections: 4096,
             worker_threads: 0,
+            trim_interval_ms: 10_000,
         }
     }
 }

@@ -57,6 +57,9 @@ pub const EXIT_ALREADY_RUNNING: u8 = 3;
 /// Run the host until a signal stops it.
 pub fn run(opts: &RunOptions, process_start: Instant) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(opts.config.as_deref())?;
+    if cfg.host.trim_interval_ms > 0 {
+        crate::trim::spawn(Duration::from_millis(cfg.host.trim_interval_ms));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()

@@ -9,7 +9,7 @@
 //!
 //! Exit codes: 0 success; 1 the command failed; 2 no host is running; 3 another host already
 //! runs on the data dir; 64 bad command-line usage.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one `allow`: the `malloc_trim` call in `trim.rs`
 
 mod bench;
 mod call;
@@ -18,6 +18,7 @@ mod events;
 mod host;
 mod server;
 mod status;
+mod trim;
 mod worker;
 
 use clap::{Parser, Subcommand};
