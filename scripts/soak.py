@@ -248,6 +248,17 @@ def main():
     print(f"messages sent {sent}, answered {conn.answered}, errors {conn.failed} {conn.errors}")
     print(f"peak RSS {peak:.2f} MB (limit {args.rss_limit_mb}), after warm-up max {max(s[2] for s in warm):.2f} MB")
     print(f"growth over the last 5 min of load {growth:.2f} MB (limit {args.growth_limit_mb})")
+    # Also the trend: a least-squares line through those samples, times their span. The range
+    # above counts a transient (memory taken and given back between two samples) as growth;
+    # the trend does not. The verdict uses the range.
+    if len(last5) >= 2:
+        n = len(last5)
+        mt = sum(s[0] for s in last5) / n
+        mr = sum(s[2] for s in last5) / n
+        var = sum((s[0] - mt) ** 2 for s in last5)
+        slope = sum((s[0] - mt) * (s[2] - mr) for s in last5) / var if var else 0.0
+        span = last5[-1][0] - last5[0][0]
+        print(f"  trend over the same samples {slope * span:+.2f} MB ({slope * 60:+.3f} MB/min)")
     print(f"idle growth {idle_growth:.2f} MB (limit {args.growth_limit_mb})")
     print(f"bus subscriptions before personas {bus_before}, after deleting them {bus_after}")
     ok = (peak <= args.rss_limit_mb and growth < args.growth_limit_mb

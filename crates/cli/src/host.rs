@@ -57,16 +57,18 @@ pub const EXIT_ALREADY_RUNNING: u8 = 3;
 /// Run the host until a signal stops it.
 pub fn run(opts: &RunOptions, process_start: Instant) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(opts.config.as_deref())?;
-    if cfg.host.trim_interval_ms > 0 {
-        crate::trim::spawn(Duration::from_millis(cfg.host.trim_interval_ms));
-    }
+    let trimmer = if cfg.host.trim_interval_ms > 0 {
+        crate::trim::spawn(Duration::from_millis(cfg.host.trim_interval_ms))
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads())
         .enable_all()
         .thread_name("daemonhost")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(opts, cfg, process_start))
+    rt.block_on(run_async(opts, cfg, trimmer, process_start))
 }
 
 /// The data dir, its lock, and the socket path.
@@ -180,6 +182,7 @@ fn ms(d: Duration) -> f64 {
 async fn run_async(
     opts: &RunOptions,
     cfg: Config,
+    trimmer: Option<crate::trim::Trimmer>,
     process_start: Instant,
 ) -> anyhow::Result<ExitCode> {
     // Signals first: a SIGTERM during startup must still remove the socket.
@@ -213,7 +216,11 @@ async fn run_async(
     builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
     builder.register(AiDaemon::new(cfg.ai_config(&opts.data_dir)));
     register_platform(&mut builder, store.clone(), &cfg.platform_config());
-    builder.register(PersonaDaemon::new(store, cfg.personas.clone()));
+    let mut personas = PersonaDaemon::new(store, cfg.personas.clone());
+    if let Some(t) = trimmer {
+        personas = personas.after_snapshots(move || t.poke());
+    }
+    builder.register(personas);
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

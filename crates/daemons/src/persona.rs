@@ -71,17 +71,42 @@ impl Default for PersonasConfig {
     }
 }
 
+/// Called after each round of snapshots that wrote something.
+pub type AfterSnapshots = Arc<dyn Fn() + Send + Sync>;
+
 /// The persona daemon (`persona`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PersonaDaemon {
     store: StoreSlot,
     config: PersonasConfig,
+    after_snapshots: Option<AfterSnapshots>,
+}
+
+impl std::fmt::Debug for PersonaDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonaDaemon")
+            .field("config", &self.config)
+            .field("after_snapshots", &self.after_snapshots.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PersonaDaemon {
     /// A persona daemon reading and writing through the data daemon's store.
     pub fn new(store: StoreSlot, config: PersonasConfig) -> Self {
-        PersonaDaemon { store, config }
+        PersonaDaemon {
+            store,
+            config,
+            after_snapshots: None,
+        }
+    }
+
+    /// Run `f` after each interval's round of snapshots that wrote at least one (the host uses
+    /// it to hand the memory of those database opens back to the OS at once).
+    #[must_use]
+    pub fn after_snapshots(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.after_snapshots = Some(Arc::new(f));
+        self
     }
 }
 
@@ -433,7 +458,8 @@ impl Personas {
         Ok(())
     }
 
-    async fn snapshot_dirty(&self) {
+    /// Snapshot every dirty persona; returns how many were written.
+    async fn snapshot_dirty(&self) -> usize {
         let dirty: Vec<PersonaSnapshot> = {
             let mut map = self.map.lock();
             map.values_mut()
@@ -444,12 +470,14 @@ impl Personas {
                 })
                 .collect()
         };
+        let n = dirty.len();
         for snap in dirty {
             let id = snap.persona_id.clone();
             if let Err(e) = self.save_snapshot(snap).await {
                 tracing::warn!(persona = %id, error = %e, "Persona snapshot failed");
             }
         }
+        n
     }
 
     fn status(&self, id: Option<&str>) -> Value {
@@ -575,12 +603,20 @@ impl Daemon for PersonaDaemon {
         });
         ctx.spawn(schedule(ctx.clone(), p.clone()));
         let p2 = p.clone();
+        let after = self.after_snapshots.clone();
         ctx.timers().register_interval(
             "snapshot",
             Duration::from_millis(self.config.snapshot_interval_ms.max(100)),
             move || {
                 let p = p2.clone();
-                async move { p.snapshot_dirty().await }
+                let after = after.clone();
+                async move {
+                    if p.snapshot_dirty().await > 0
+                        && let Some(f) = after
+                    {
+                        f();
+                    }
+                }
             },
         )?;
         Ok(p)

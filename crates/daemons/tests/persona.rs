@@ -13,7 +13,11 @@ use daemonhost_runtime::{
 };
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Rounds of snapshots that wrote something, as told to the `after_snapshots` hook.
+static SNAPSHOT_ROUNDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Stand-in for the user daemon: the persona daemon only needs it to exist (ordering).
 struct FakeUser;
@@ -105,19 +109,24 @@ fn runtime(dir: &Path) -> Runtime {
     b.register(FakeUser);
     b.register(FakeRoom);
     b.register(FakeChat);
-    b.register(PersonaDaemon::new(
-        slot,
-        PersonasConfig {
-            persona: PersonaConfig {
-                tick_idle_ms: 50,
-                tick_active_ms: 20,
-                tick_overwhelmed_ms: 10,
-                ..PersonaConfig::default()
+    b.register(
+        PersonaDaemon::new(
+            slot,
+            PersonasConfig {
+                persona: PersonaConfig {
+                    tick_idle_ms: 50,
+                    tick_active_ms: 20,
+                    tick_overwhelmed_ms: 10,
+                    ..PersonaConfig::default()
+                },
+                snapshot_interval_ms: 100,
+                ..PersonasConfig::default()
             },
-            snapshot_interval_ms: 100,
-            ..PersonasConfig::default()
-        },
-    ));
+        )
+        .after_snapshots(|| {
+            SNAPSHOT_ROUNDS.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
     b.build().expect("plan")
 }
 
@@ -202,6 +211,11 @@ async fn persona_answers_a_message_through_retrieval_and_its_state_survives_a_re
     assert_eq!(status["counters"]["replies"], 1, "{status}");
     // The persona's own reply is not offered back to it.
     assert_eq!(status["counters"]["received"], 1, "{status}");
+    // Its state changed, so an interval's round of snapshots wrote it and told the hook.
+    eventually("a snapshot round reported", || async {
+        (SNAPSHOT_ROUNDS.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
 
     let down = rt.shutdown().await;
     assert_eq!(down.live_tasks, 0);
