@@ -482,13 +482,19 @@ impl Logger {
                 format!("{CONTROL_SLACK} log flushes already waiting; retry later"),
             ));
         }
+        // Released when this call ends, also when its future is dropped mid-wait.
+        struct Slot<'a>(&'a AtomicUsize);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _slot = Slot(controls);
         let (tx, rx) = oneshot::channel();
-        let out = match self.tx.send(make(tx)) {
+        match self.tx.send(make(tx)) {
             Ok(()) => rx.await.map_err(|_| shutting_down()),
             Err(_) => Err(shutting_down()),
-        };
-        controls.fetch_sub(1, Ordering::AcqRel);
-        out
+        }
     }
 
     /// Wait until every line accepted before this call is written to its file (flushed to the

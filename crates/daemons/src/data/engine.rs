@@ -250,9 +250,9 @@ pub struct DbStats {
     pub writer_busy_us: AtomicU64,
     /// Of that, microseconds spent in `COMMIT`.
     pub commit_us: AtomicU64,
-    /// Checkpoints the writer ran when idle, and the microseconds they took.
+    /// Checkpoints run (by the checkpointer thread, or by the writer when idle).
     pub checkpoints: AtomicU64,
-    /// Microseconds of idle checkpoints.
+    /// Microseconds those checkpoints took.
     pub checkpoint_us: AtomicU64,
 }
 
@@ -261,6 +261,19 @@ fn add_us(c: &AtomicU64, since: Instant) {
         u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
+}
+
+/// A `PASSIVE` checkpoint, counted and timed in `stats`; the WAL's size in pages afterwards
+/// (`None` when it failed, which is logged).
+fn passive_checkpoint(conn: &Connection, handle: &str, stats: &DbStats) -> Option<i64> {
+    let t = Instant::now();
+    let log = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+        .map_err(|e| tracing::warn!(handle, error = %e, "checkpoint failed"))
+        .ok();
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    add_us(&stats.checkpoint_us, t);
+    log
 }
 
 #[derive(Debug)]
@@ -662,27 +675,18 @@ fn checkpoint_loop(handle: &str, conn: Connection, rx: &Receiver<()>, stats: &Db
                 break 'signals;
             }
         }
-        let t = Instant::now();
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            // Under steady writes a PASSIVE checkpoint never catches up with the log's end, so
-            // the log is never restarted and grows to the writer's autocheckpoint, which then
-            // runs in somebody's COMMIT. Past RESTART_PAGES, try a RESTART here: between two
-            // writes it copies the few frames PASSIVE left and makes the next writer start the
-            // log from the beginning; during a write it answers busy at once (no busy timeout
-            // on this connection) and the next round tries again.
-            Ok(log) if log >= i64::from(RESTART_PAGES) => {
-                match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(handle, error = %e, "background checkpoint restart failed")
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(handle, error = %e, "background checkpoint failed"),
+        // Under steady writes a PASSIVE checkpoint never catches up with the log's end, so the
+        // log is never restarted and grows to the writer's autocheckpoint, which then runs in
+        // somebody's COMMIT. Past RESTART_PAGES, try a RESTART here: between two writes it
+        // copies the few frames PASSIVE left and makes the next writer start the log from the
+        // beginning; during a write it answers busy at once (no busy timeout on this
+        // connection) and the next round tries again.
+        if passive_checkpoint(&conn, handle, stats)
+            .is_some_and(|log| log >= i64::from(RESTART_PAGES))
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        {
+            tracing::warn!(handle, error = %e, "background checkpoint restart failed");
         }
-        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        add_us(&stats.checkpoint_us, t);
         last = Instant::now();
     }
     if let Err((_, e)) = conn.close() {
@@ -713,14 +717,7 @@ fn writer_loop(
                     Err(RecvTimeoutError::Timeout) => {
                         // Idle: move committed pages into the main file now, off every
                         // write's path.
-                        let t = Instant::now();
-                        if let Err(e) =
-                            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                        {
-                            tracing::warn!(handle, error = %e, "idle checkpoint failed");
-                        }
-                        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                        add_us(&stats.checkpoint_us, t);
+                        passive_checkpoint(&conn, handle, stats);
                         dirty = false;
                         last_checkpoint = Instant::now();
                         continue;
