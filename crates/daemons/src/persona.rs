@@ -247,7 +247,7 @@ impl Personas {
             Some(snap) => PersonaState::restore(snap, self.config.persona.clone()),
             None => PersonaState::new(id, self.config.persona.clone(), now),
         };
-        let next_tick = now + state.next_tick_in();
+        let next_tick = state.next_tick_at(now);
         self.map.lock().entry(id.to_owned()).or_insert(Entry {
             state,
             name,
@@ -320,8 +320,9 @@ impl Personas {
             ) {
                 offered += 1;
                 e.dirty = true;
-                // A new message may change the mood (and so the cadence): tick soon.
-                e.next_tick = e.next_tick.min(now + e.state.next_tick_in());
+                // A new message may change the mood (and so the cadence): tick soon, or when
+                // a held-back reply may go.
+                e.next_tick = e.next_tick.min(e.state.next_tick_at(now));
             }
         }
         drop(map);
@@ -355,7 +356,7 @@ impl Personas {
                         replies.push((pid.clone(), e.name.clone(), item));
                     }
                 }
-                e.next_tick = now + e.state.next_tick_in();
+                e.next_tick = e.state.next_tick_at(now);
             }
             next = Some(next.map_or(e.next_tick, |n| n.min(e.next_tick)));
         }
@@ -482,6 +483,7 @@ impl Personas {
 
     fn status(&self, id: Option<&str>) -> Value {
         let map = self.map.lock();
+        let now = now_ms();
         let one = |pid: &str, e: &Entry| {
             let s = &e.state;
             json!({
@@ -492,7 +494,9 @@ impl Personas {
                 "attention": s.attention(),
                 "inbox": s.inbox_len(),
                 "rooms": s.rooms().count(),
-                "nextTickInMs": e.next_tick.saturating_sub(now_ms()),
+                "nextTickInMs": e.next_tick.saturating_sub(now),
+                // Set while pacing or the window holds the next reply back.
+                "nextReplyInMs": s.reply_gate().filter(|g| *g > now).map(|g| g - now),
                 "counters": s.counters(),
             })
         };

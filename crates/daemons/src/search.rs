@@ -17,8 +17,10 @@
 //!
 //! So the in-process index is always current (up to event delivery), the worker's index is
 //! eventually consistent, and a worker that is not known to be current never answers.
-//! Not followed: `data/truncate` on `chat_messages` (logged; the index keeps the messages until
-//! the host restarts) and archiving (archived messages stay searchable).
+//! - **Truncation** (`data:chat_messages:truncated`) and `search/reindex`: the sync loop empties
+//!   both indexes, after any load in progress, then loads them again.
+//!
+//! Not followed: archiving (archived messages stay searchable).
 
 use crate::data::store::{DataStore, Handle, ListParams};
 use crate::data::{StoreSlot, value::parse_date_ms};
@@ -76,6 +78,9 @@ struct Sync {
     fallback_loaded: AtomicBool,
     /// A full reload of both indexes was asked for (lag).
     full_wanted: AtomicBool,
+    /// Both indexes are to be emptied before that reload (truncation, `search/reindex`).
+    clear_wanted: AtomicBool,
+    reindexes: AtomicU64,
     wake: Notify,
     loads: AtomicU64,
     loaded: AtomicU64,
@@ -136,6 +141,7 @@ impl SearchState {
             "fallbackLoaded": s.fallback_loaded.load(Ordering::Relaxed),
             "syncedGeneration": self.placed.synced_generation(),
             "loads": s.loads.load(Ordering::Relaxed),
+            "reindexes": s.reindexes.load(Ordering::Relaxed),
             "loadedMessages": s.loaded.load(Ordering::Relaxed),
             "skippedMessages": s.skipped.load(Ordering::Relaxed),
             "workerFeedErrors": s.worker_feed_errors.load(Ordering::Relaxed),
@@ -200,6 +206,36 @@ impl SearchState {
             }
         }
         Ok(last)
+    }
+
+    /// Ask the sync loop to empty both indexes and load them again from `chat_messages`. Runs
+    /// in the loop, after any load in progress, so a page read before a truncation cannot
+    /// come back after the indexes were emptied.
+    fn request_reindex(&self) {
+        self.sync.clear_wanted.store(true, Ordering::Relaxed);
+        self.sync.full_wanted.store(true, Ordering::Relaxed);
+        self.sync.wake.notify_one();
+    }
+
+    /// Empty both indexes. A worker that cannot be emptied is marked out of sync (it stops
+    /// answering until the reload that follows has been fed to it).
+    async fn clear(&self) -> Result<(), String> {
+        self.sync.reindexes.fetch_add(1, Ordering::Relaxed);
+        self.placed
+            .fallback()
+            .handle("search/index-clear", json!({}))
+            .await
+            .map_err(|e| format!("clearing the in-process index: {}", e.message))?;
+        if let (Some(generation), Some(sup)) = (self.worker_up(), self.placed.supervisor())
+            && sup
+                .call("search/index-clear", json!({}), Duration::from_secs(10))
+                .await
+                .is_err()
+            && self.placed.synced_generation() == generation
+        {
+            self.placed.mark_synced(0);
+        }
+        Ok(())
     }
 
     /// Load every message into the fallback (when `to_fallback`) and/or the worker of
@@ -351,6 +387,12 @@ fn spawn_sync_loop(ctx: &Context, state: &Arc<SearchState>) {
     ctx.spawn(async move {
         let mut rx = state.placed.supervisor().map(|s| s.watch());
         loop {
+            if state.sync.clear_wanted.swap(false, Ordering::Relaxed)
+                && let Err(e) = state.clear().await
+            {
+                tracing::warn!(daemon = "search", error = %e, "Index clear failed");
+                *state.sync.last_error.lock() = Some(e);
+            }
             let full = state.sync.full_wanted.swap(false, Ordering::Relaxed)
                 || !state.sync.fallback_loaded.load(Ordering::Relaxed);
             let worker = state
@@ -416,6 +458,10 @@ impl Daemon for SearchDaemon {
             .command(CommandSpec::new(
                 "search/index-remove",
                 "Remove messages from the index {ids[]}",
+            ))
+            .command(CommandSpec::new(
+                "search/reindex",
+                "Empty the message index and load it again from chat_messages -> {scheduled}",
             ))
             .command(CommandSpec::new("search/stats", "Index counters"))
     }
@@ -504,6 +550,16 @@ impl Daemon for SearchDaemon {
                     .collect::<Result<Vec<_>, _>>()?;
                 state.apply(Vec::new(), ids).await
             }
+            "search/reindex" => {
+                state.request_reindex();
+                Ok(json!({ "scheduled": true }))
+            }
+            // The index mirrors chat_messages: emptying only one placement, or emptying it
+            // while the collection still holds messages, would make it lie.
+            "search/index-clear" => Err(DaemonError::bad_request(
+                "the message index follows chat_messages; use search/reindex to rebuild it \
+                 (it is emptied on its own when the collection is truncated)",
+            )),
             command => {
                 state
                     .placed
@@ -545,10 +601,11 @@ impl Daemon for SearchDaemon {
             }
         } else {
             if topic.ends_with(":truncated") {
-                tracing::warn!(
+                tracing::info!(
                     daemon = "search",
-                    "chat_messages was truncated; the search index keeps its messages until the host restarts"
+                    "chat_messages was truncated; emptying and reloading the index"
                 );
+                state.request_reindex();
             }
             Ok(Value::Null)
         };

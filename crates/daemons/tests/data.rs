@@ -1120,3 +1120,56 @@ async fn data_batch_records_match_reads_and_short_returns_keep_full_events() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn count_upper_bound_bounds_the_count_in_two_seeks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rt, slot) = boot(dir.path()).await;
+    let store: DataStore = slot.get().expect("store");
+    let h = Handle::Primary;
+    assert_eq!(
+        store.count_upper_bound(&h, "users").await.expect("bound"),
+        0
+    );
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(user(&rt, &format!("u{i}")).await);
+    }
+    let bound = |store: DataStore| async move {
+        let b = store
+            .count_upper_bound(&Handle::Primary, "users")
+            .await
+            .expect("bound");
+        let n = store
+            .count(&Handle::Primary, "users", None)
+            .await
+            .expect("count");
+        (b, n)
+    };
+    // Exact with no hole.
+    assert_eq!(bound(store.clone()).await, (10, 10));
+    // A hole in the middle: the bound stays above the count.
+    ok(
+        &rt,
+        "data/delete",
+        json!({"collection": "users", "id": ids[4]}),
+    )
+    .await;
+    assert_eq!(bound(store.clone()).await, (10, 9));
+    // The oldest row leaving (what archiving does) lowers it.
+    ok(
+        &rt,
+        "data/delete",
+        json!({"collection": "users", "id": ids[0]}),
+    )
+    .await;
+    assert_eq!(bound(store.clone()).await, (9, 8));
+    assert!(
+        store
+            .count_upper_bound(&Handle::Archive, "users")
+            .await
+            .is_err()
+    );
+    assert!(store.count_upper_bound(&h, "nope").await.is_err());
+    rt.shutdown().await;
+}

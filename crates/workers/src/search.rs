@@ -1,10 +1,12 @@
 //! The search service: the original's stateless algorithms (`search/execute`, `search/vector`,
 //! `search/list`, `search/params`) plus an incremental BM25 index over chat messages
-//! (`search/messages`, `search/index-add`, `search/index-remove`, `search/stats`).
+//! (`search/messages`, `search/index-add`, `search/index-remove`, `search/index-clear`,
+//! `search/stats`).
 //!
 //! The index is fed by the host: a bulk load from the `primary` database in deferred init (in
 //! chunks of `search/index-add`), then one `search/index-add` / `search/index-remove` per
-//! `data:chat_messages:*` event. The worker holds no database handle. A restarted worker starts
+//! `data:chat_messages:*` event, `search/index-clear` when the collection is truncated. The
+//! worker holds no database handle. A restarted worker starts
 //! empty; `search/stats` (`docs`) tells the host to reload.
 //!
 //! Scoring is CPU work: anything beyond a small input runs on `spawn_blocking`, never on the
@@ -92,6 +94,11 @@ const COMMANDS: &[ServiceCommand] = &[
     ServiceCommand::new(
         "search/index-remove",
         "remove messages from the index {ids[]} -> {removed, docs}",
+        true,
+    ),
+    ServiceCommand::new(
+        "search/index-clear",
+        "drop every indexed message (chat_messages was truncated) {} -> {removed, docs}",
         true,
     ),
     ServiceCommand::new(
@@ -349,6 +356,12 @@ impl WorkerService for SearchService {
             "search/messages" => self.messages(&params).await,
             "search/index-add" => self.index_add(&params).await,
             "search/index-remove" => self.index_remove(&params),
+            "search/index-clear" => {
+                object(&params)?;
+                let mut ix = self.index.write();
+                let removed = ix.clear();
+                Ok(json!({ "removed": removed, "docs": ix.len() }))
+            }
             "search/stats" => Ok(self.stats()),
             other => Err(unknown_command("search", other)),
         }
@@ -492,5 +505,24 @@ mod tests {
             .expect_err("no room");
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.contains("messages[0]"), "{}", e.message);
+        // Clearing (a truncated collection) drops every document, tombstones included.
+        let r = s.handle("search/index-clear", json!({})).await.expect("ok");
+        assert_eq!(r, json!({"removed": 1, "docs": 0}));
+        let st = s.handle("search/stats", json!({})).await.expect("ok");
+        assert_eq!(
+            (st["docs"].clone(), st["tombstones"].clone()),
+            (json!(0), json!(0))
+        );
+        assert_eq!(st["terms"], 0);
+        let r = s
+            .handle("search/messages", json!({"query": "hello"}))
+            .await
+            .expect("ok");
+        assert_eq!(r["matched"], 0);
+        let e = s
+            .handle("search/index-clear", json!([]))
+            .await
+            .expect_err("not an object");
+        assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -154,6 +154,80 @@ async fn workers_logger_and_search_run_as_processes_and_serve() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncating_chat_messages_empties_the_search_index_and_it_follows_new_messages() {
+    let host = Host::start();
+    let c = host.client().await;
+    serving_from_worker(&c, "search").await;
+    let (id, room) = create_message(&c, "the numbat digs").await;
+    wait_found(&c, "numbat", &id).await;
+    let t = c
+        .call("data/truncate", json!({"collection": "chat_messages"}), T)
+        .await
+        .expect("truncate");
+    assert_eq!(t["deleted"], 1, "{t}");
+    eventually("the truncated message to leave the index", || async {
+        let r = c
+            .call("search/messages", json!({"query": "numbat"}), T)
+            .await
+            .expect("search");
+        let d = details(&c, "search").await;
+        r["matched"] == 0 && d["index"]["reindexes"] == 1 && d["lastAnsweredBy"] == "worker"
+    })
+    .await;
+    // Both placements were emptied, not only the one answering: the worker's own counters
+    // and the reload that followed (which found nothing to load) say so.
+    let st = c.call("search/stats", json!({}), T).await.expect("stats");
+    assert_eq!(st["docs"], 0, "{st}");
+    let d = details(&c, "search").await;
+    assert_eq!(d["index"]["lastError"], Value::Null, "{d}");
+    // A message written after the truncation is found again.
+    let users = c
+        .call("data/list", json!({"collection": "users"}), T)
+        .await
+        .expect("users");
+    let sender = users["items"][0]["id"].clone();
+    let after = c
+        .call(
+            "data/create",
+            json!({"collection": "chat_messages", "data": {
+                "roomId": room, "senderId": sender,
+                "content": {"text": "a numbat returns"}, "timestamp": "2026-01-01T00:00:01Z"
+            }}),
+            T,
+        )
+        .await
+        .expect("message after truncate");
+    let r = wait_found(&c, "numbat", after["id"].as_str().expect("id")).await;
+    assert_eq!(r["matched"], 1, "{r}");
+    // Clearing by hand would make the index lie about chat_messages; rebuilding is the tool.
+    let e = c
+        .call("search/index-clear", json!({}), T)
+        .await
+        .expect_err("refused");
+    match e {
+        CallError::Remote(b) => {
+            assert_eq!(b.code, ErrorCode::BadRequest);
+            assert!(b.message.contains("search/reindex"), "{}", b.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = c
+        .call("search/reindex", json!({}), T)
+        .await
+        .expect("reindex");
+    assert_eq!(r["scheduled"], true);
+    eventually("the rebuild to run and keep the message", || async {
+        let d = details(&c, "search").await;
+        let r = c
+            .call("search/messages", json!({"query": "numbat"}), T)
+            .await
+            .expect("search");
+        d["index"]["reindexes"] == 2 && r["matched"] == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_sigkill_under_load_every_request_is_answered_and_the_worker_returns() {
     let host = Host::start();
     let c = host.client().await;

@@ -38,8 +38,19 @@ pub struct PersonaConfig {
     pub overwhelmed_load: f32,
     /// Generation time (ms) the persona may spend per `rate_window_ms`; past it, it counts as tired.
     pub compute_budget_ms: u64,
-    /// Most replies decided in one tick when overwhelmed (triage); otherwise one.
+    /// Most replies decided in one tick when overwhelmed (triage); otherwise one. Paced
+    /// personas reply once per gap whatever the mood (the inbox order still puts the most
+    /// important first).
     pub overwhelmed_replies_per_tick: usize,
+    /// Spread replies over the rate window instead of spending its allowance in one burst:
+    /// after a reply the next waits `rate_window_ms / max_replies` on average. Without it, 20
+    /// personas hearing the same room all answered in the same second, six times each, then
+    /// waited for the window together: a herd at the AI providers every minute.
+    pub pace_replies: bool,
+    /// How much each pacing gap varies around its mean (0.25: from 0.75 to 1.25 times), drawn
+    /// per persona and per reply from a deterministic sequence, so personas that start together
+    /// drift apart. The sliding window still caps the count.
+    pub pace_jitter: f32,
     /// Bound on rooms followed.
     pub max_rooms: usize,
     /// Bound on the text kept per inbox item, in bytes: a preview (for `persona/status` and
@@ -71,6 +82,8 @@ impl Default for PersonaConfig {
             overwhelmed_load: 0.75,
             compute_budget_ms: 30_000,
             overwhelmed_replies_per_tick: 2,
+            pace_replies: true,
+            pace_jitter: 0.25,
             max_rooms: 1024,
             max_text_bytes: 256,
             tick_idle_ms: 5_000,
@@ -158,8 +171,10 @@ pub struct PersonaCounters {
     pub dropped_stale: u64,
     /// Replies decided.
     pub replies: u64,
-    /// Ticks where the rate limit held a reply back.
+    /// Ticks where the rate limit (the sliding window) held a reply back.
     pub rate_limited: u64,
+    /// Ticks where pacing held a reply back (the window still had room).
+    pub paced: u64,
     /// Ticks spent resting.
     pub rests: u64,
 }
@@ -211,13 +226,17 @@ pub struct PersonaState {
     resting_until: Option<Millis>,
     last_tick: Millis,
     counters: PersonaCounters,
+    /// Seeds the pacing jitter: a stable hash of the persona id.
+    pace_seed: u64,
 }
 
 impl PersonaState {
     /// A fresh persona: full energy, idle, empty inbox, following no rooms.
     pub fn new(persona_id: impl Into<String>, config: PersonaConfig, now: Millis) -> Self {
+        let persona_id = persona_id.into();
         PersonaState {
-            persona_id: persona_id.into(),
+            pace_seed: fnv1a(persona_id.as_bytes()),
+            persona_id,
             config,
             inbox: BTreeMap::new(),
             seq: 0,
@@ -363,8 +382,18 @@ impl PersonaState {
         };
         let mut actions = Vec::new();
         for _ in 0..per_tick {
+            // A second reply in the same tick that is not due yet is not "held back": only a
+            // tick that replies to nothing counts.
             if self.recent_replies.len() >= self.config.max_replies {
-                self.counters.rate_limited += 1;
+                if actions.is_empty() {
+                    self.counters.rate_limited += 1;
+                }
+                break;
+            }
+            if self.pace_gate().is_some_and(|gate| now < gate) {
+                if actions.is_empty() {
+                    self.counters.paced += 1;
+                }
                 break;
             }
             if self.energy < self.config.energy_per_reply {
@@ -393,6 +422,57 @@ impl PersonaState {
             Mood::Tired => self.config.tick_tired_ms,
             Mood::Overwhelmed => self.config.tick_overwhelmed_ms,
         }
+    }
+
+    /// When to tick next, seen at `now`: after the mood's cadence, or, when a waiting reply is
+    /// held back by pacing or the window, exactly when it may go (no ticks that can only say
+    /// "not yet", and each persona's replies land on its own instants, not on a shared beat).
+    pub fn next_tick_at(&self, now: Millis) -> Millis {
+        let cadence = now + self.next_tick_in();
+        if self.inbox.is_empty() || !matches!(self.mood, Mood::Active | Mood::Overwhelmed) {
+            return cadence;
+        }
+        match self.reply_gate() {
+            Some(gate) if gate > now => gate,
+            _ => cadence,
+        }
+    }
+
+    /// The earliest time the next reply may go, if pacing or the window holds it back.
+    pub fn reply_gate(&self) -> Option<Millis> {
+        let window = (self.recent_replies.len() >= self.config.max_replies)
+            .then(|| {
+                self.recent_replies
+                    .front()
+                    .map(|t| t + self.config.rate_window_ms + 1)
+            })
+            .flatten();
+        match (self.pace_gate(), window) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Pacing: the last reply plus this reply's gap (see [`PersonaConfig::pace_replies`]).
+    fn pace_gate(&self) -> Option<Millis> {
+        if !self.config.pace_replies || self.config.max_replies == 0 {
+            return None;
+        }
+        let last = *self.recent_replies.back()?;
+        Some(last + self.pace_gap())
+    }
+
+    /// The gap after the reply counted as `counters.replies`: the window's mean spacing, varied by ± `pace_jitter` from a sequence seeded by the persona id and
+    /// the reply count (pure: the same state gives the same gap, also after a restore).
+    fn pace_gap(&self) -> u64 {
+        // Not faster when overwhelmed: any pace above the window's mean spends the allowance
+        // early, and then the window (the first reply + 60 s) sets everyone's next reply
+        // again: personas that became overwhelmed together were back in lockstep.
+        let mean = self.config.rate_window_ms as f64 / self.config.max_replies.max(1) as f64;
+        let jitter = f64::from(self.config.pace_jitter.clamp(0.0, 1.0));
+        let unit =
+            (splitmix64(self.pace_seed ^ self.counters.replies) >> 11) as f64 / (1u64 << 53) as f64;
+        (mean * (1.0 - jitter + 2.0 * jitter * unit)) as u64
     }
 
     fn prune_windows(&mut self, now: Millis) {
@@ -479,6 +559,22 @@ impl PersonaState {
     }
 }
 
+/// FNV-1a: a stable hash (std's `DefaultHasher` may change between releases, and the pacing
+/// sequence should survive an upgrade with the snapshot).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One step of splitmix64: spreads consecutive inputs over the whole range.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Cut `s` to at most `max` bytes on a character boundary, releasing the memory cut off (a
 /// truncated `String` keeps its capacity otherwise).
 pub fn truncate_utf8(s: &mut String, max: usize) {
@@ -544,22 +640,26 @@ mod tests {
         p.offer(item("low", 1, 0));
         p.offer(item("hi-1", 7, 0));
         p.offer(item("hi-2", 7, 0));
+        // Ticks 20 s apart: pacing (10 s on average) lets each one reply.
         let ids: Vec<String> = (1..=3)
-            .flat_map(|t| p.tick(t * 1000))
+            .flat_map(|t| p.tick(t * 20_000))
             .filter_map(|a| match a {
                 Action::Reply { item } => Some(item.message_id),
                 _ => None,
             })
             .collect();
         assert_eq!(ids, vec!["hi-1", "hi-2", "low"]);
-        assert_eq!(p.tick(4000), vec![Action::Idle]);
+        assert_eq!(p.tick(80_000), vec![Action::Idle]);
         assert_eq!(p.mood(), Mood::Idle);
     }
 
     #[test]
     fn mood_follows_inbox_load_and_cadence_follows_mood() {
+        // Unpaced, so that the triage rule shows on its own (paced: see
+        // `an_overwhelmed_persona_paces_faster`).
         let mut p = persona(PersonaConfig {
             inbox_capacity: 4,
+            pace_replies: false,
             ..Default::default()
         });
         assert_eq!(p.mood(), Mood::Idle);
@@ -589,6 +689,7 @@ mod tests {
             rested_above: 0.5,
             energy_recovery_per_sec: 0.1,
             max_replies: 100,
+            pace_replies: false,
             ..Default::default()
         });
         for i in 0..5 {
@@ -617,6 +718,8 @@ mod tests {
             max_replies: 2,
             rate_window_ms: 10_000,
             energy_per_reply: 0.0,
+            // The window on its own (pacing is the next test).
+            pace_replies: false,
             ..Default::default()
         });
         for i in 0..4 {
@@ -629,6 +732,150 @@ mod tests {
         assert_eq!(p.inbox_len(), 2);
         // The window slides: after 10 s the first reply no longer counts.
         assert!(matches!(p.tick(10_002)[0], Action::Reply { .. }));
+    }
+
+    /// Reply instants of one persona driven the way the daemon drives it: tick when
+    /// `next_tick_at` says, a new message every `every` ms (the soak's load).
+    fn drive(p: &mut PersonaState, until: Millis, every: Millis) -> Vec<Millis> {
+        let mut replies = Vec::new();
+        let mut next_msg = 0;
+        let mut next_tick = p.next_tick_at(0);
+        let mut seq = 0;
+        loop {
+            let now = next_msg.min(next_tick);
+            if now > until {
+                return replies;
+            }
+            if now == next_msg {
+                seq += 1;
+                p.offer(item(&format!("m{seq}"), 100, now));
+                next_msg += every;
+                next_tick = next_tick.min(p.next_tick_at(now));
+            }
+            if now >= next_tick {
+                let acts = p.tick(now);
+                replies.extend(
+                    acts.iter()
+                        .filter(|a| matches!(a, Action::Reply { .. }))
+                        .map(|_| now),
+                );
+                next_tick = p.next_tick_at(now);
+            }
+        }
+    }
+
+    #[test]
+    fn replies_are_paced_across_the_window_not_spent_in_a_burst() {
+        let config = PersonaConfig::default();
+        let mean = config.rate_window_ms / config.max_replies as u64;
+        let mut p = persona(config.clone());
+        let replies = drive(&mut p, 10 * 60_000, 200);
+        // The first message is answered at the next tick; every later reply waits 0.75-1.25 ×
+        // the mean, or longer when the window is full: then it goes the moment the window's
+        // oldest reply leaves it.
+        let max = config.max_replies;
+        assert_eq!(replies[0], config.tick_active_ms);
+        for i in 1..replies.len() {
+            let gap = replies[i] - replies[i - 1];
+            let window_gate = (i >= max).then(|| replies[i - max] + config.rate_window_ms + 1);
+            assert!(
+                gap >= mean * 3 / 4 && (gap <= mean * 5 / 4 + 1 || Some(replies[i]) == window_gate),
+                "gap {gap} before reply {i} in {replies:?}"
+            );
+        }
+        // The window still caps the count: never more than max_replies in any 60 s.
+        for (i, t) in replies.iter().enumerate() {
+            let in_window = replies[i..]
+                .iter()
+                .take_while(|u| **u <= t + config.rate_window_ms)
+                .count();
+            assert!(
+                in_window <= config.max_replies,
+                "{in_window} replies after {t}"
+            );
+        }
+        // ...and pacing costs (almost) none of the allowance: ~6 a minute over ten minutes.
+        assert!(
+            (55..=61).contains(&replies.len()),
+            "{} replies",
+            replies.len()
+        );
+        // Ticks come when a reply may go, not every second to say "not yet".
+        assert_eq!(p.counters().paced, 0, "{:?}", p.counters());
+        assert_eq!(p.counters().rate_limited, 0, "{:?}", p.counters());
+
+        // Unpaced, the same load spends the window's six replies in six seconds.
+        let mut burst = persona(PersonaConfig {
+            pace_replies: false,
+            ..config
+        });
+        let replies = drive(&mut burst, 60_000, 200);
+        assert_eq!(&replies[..6], &[1_000, 2_000, 3_000, 4_000, 5_000, 6_000]);
+    }
+
+    #[test]
+    fn personas_hearing_the_same_room_drift_out_of_lockstep() {
+        // 20 personas, one room, the same messages: how many replies share the busiest second
+        // in the tenth minute?
+        let busiest = |config: PersonaConfig| {
+            let mut seconds = BTreeMap::<u64, usize>::new();
+            for n in 0..20 {
+                let mut p = PersonaState::new(format!("persona-{n}"), config.clone(), 0);
+                p.follow("general");
+                for t in drive(&mut p, 10 * 60_000, 200) {
+                    if t >= 9 * 60_000 {
+                        *seconds.entry(t / 1000).or_default() += 1;
+                    }
+                }
+            }
+            seconds.values().copied().max().unwrap_or(0)
+        };
+        let unpaced = busiest(PersonaConfig {
+            pace_replies: false,
+            ..Default::default()
+        });
+        let lockstep = busiest(PersonaConfig {
+            pace_jitter: 0.0,
+            ..Default::default()
+        });
+        let paced = busiest(PersonaConfig::default());
+        assert_eq!(unpaced, 20, "all personas answer in the same seconds");
+        assert_eq!(lockstep, 20, "equal gaps keep them together");
+        assert!(
+            paced <= 6,
+            "jittered gaps spread them: busiest second had {paced}"
+        );
+    }
+
+    #[test]
+    fn a_paced_persona_replies_once_per_gap_even_when_overwhelmed() {
+        let config = PersonaConfig {
+            inbox_capacity: 4,
+            ..Default::default()
+        };
+        let mut p = persona(config.clone());
+        for i in 0..4 {
+            p.offer(item(&format!("m{i}"), 1, 0));
+        }
+        assert_eq!(p.mood(), Mood::Overwhelmed);
+        let first = p.tick(0);
+        assert_eq!(
+            first.len(),
+            1,
+            "paced: one reply per tick even when overwhelmed"
+        );
+        assert_eq!(p.mood(), Mood::Overwhelmed);
+        // The window's mean gap (10 s) ± 25 %, overwhelmed or not.
+        let gate = p.reply_gate().expect("paced");
+        assert!((7_500..=12_500).contains(&gate), "{gate}");
+        // The daemon is told to come back exactly then; a tick before it replies to nothing.
+        assert_eq!(p.next_tick_at(1), gate);
+        assert_eq!(p.tick(gate - 1), vec![Action::Idle]);
+        assert_eq!(p.counters().paced, 1);
+        // The gap is a function of the state: a restored persona waits the same.
+        let restored = PersonaState::restore(p.snapshot(), config);
+        assert_eq!(restored.reply_gate(), Some(gate));
+        assert!(matches!(p.tick(gate)[0], Action::Reply { .. }));
     }
 
     #[test]

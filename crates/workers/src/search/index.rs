@@ -222,6 +222,17 @@ impl MessageIndex {
         }
     }
 
+    /// Drop every document (the collection was truncated), releasing the memory; the counters
+    /// of evictions and compactions carry on. Returns how many live documents were dropped.
+    pub fn clear(&mut self) -> usize {
+        let dropped = self.live;
+        let mut fresh = MessageIndex::new(self.cfg.clone());
+        fresh.evicted = self.evicted;
+        fresh.compactions = self.compactions;
+        *self = fresh;
+        dropped
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MessageIndexConfig {
         &self.cfg
