@@ -461,19 +461,26 @@ impl Personas {
 
     /// Snapshot every dirty persona; returns how many were written.
     async fn snapshot_dirty(&self) -> usize {
-        let dirty: Vec<PersonaSnapshot> = {
-            let mut map = self.map.lock();
-            map.values_mut()
-                .filter(|e| e.dirty)
-                .map(|e| {
+        // One persona at a time: a snapshot copies the whole inbox (up to 256 items), so
+        // taking all twenty first held ~2 MB at once, every round, for nothing.
+        let dirty: Vec<String> = self
+            .map
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut n = 0;
+        for id in dirty {
+            let snap = match self.map.lock().get_mut(&id) {
+                Some(e) if e.dirty => {
                     e.dirty = false;
                     e.state.snapshot()
-                })
-                .collect()
-        };
-        let n = dirty.len();
-        for snap in dirty {
-            let id = snap.persona_id.clone();
+                }
+                // Removed (and snapshotted by `remove`) or saved meanwhile.
+                _ => continue,
+            };
+            n += 1;
             if let Err(e) = self.save_snapshot(snap).await {
                 tracing::warn!(persona = %id, error = %e, "Persona snapshot failed");
             }
