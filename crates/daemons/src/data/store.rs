@@ -822,10 +822,7 @@ impl DataStore {
         let hname = handle.as_string();
         db.read(move |rc| {
             let conn = rc.get(&path)?;
-            let sql = format!(
-                "SELECT coalesce(max(rowid) - min(rowid) + 1, 0) FROM {}",
-                q(&c.schema.collection)
-            );
+            let sql = row_bound_sql(&q(&c.schema.collection));
             conn.prepare_cached(&sql)
                 .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
                 .map(|n| u64::try_from(n).unwrap_or(0))
@@ -1384,6 +1381,15 @@ fn count_rows(
         .map_err(|e| DataError::sqlite(handle, "count", &e))
 }
 
+/// `max(rowid) - min(rowid) + 1` of a table, each as its own subquery: SQLite seeks the end of
+/// the B-tree for a lone `min()` or `max()`, but an expression using both in one SELECT scans
+/// the whole table (`row_bound_is_two_seeks_not_a_scan`).
+fn row_bound_sql(table: &str) -> String {
+    format!(
+        "SELECT coalesce((SELECT max(rowid) FROM {table}) - (SELECT min(rowid) FROM {table}) + 1, 0)"
+    )
+}
+
 /// A row with its order-key values (for cursors and cross-file merges).
 type KeyedRow = (Vec<Sql>, Map<String, Value>);
 
@@ -1538,6 +1544,35 @@ pub fn cmp_keys(keys: &[OrderKey], a: &[Sql], b: &[Sql]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_bound_is_two_seeks_not_a_scan() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE \"t\" (\"id\" TEXT PRIMARY KEY NOT NULL, x)")
+            .expect("create");
+        let sql = row_bound_sql("\"t\"");
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let plan: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter()
+                .all(|l| !l.starts_with("SCAN") || l == "SCAN CONSTANT ROW"),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.iter().filter(|l| l.starts_with("SEARCH")).count(),
+            2,
+            "{plan:?}"
+        );
+        // Empty table: 0, not NULL.
+        let n: i64 = conn.query_row(&sql, [], |r| r.get(0)).expect("bound");
+        assert_eq!(n, 0);
+    }
 
     #[test]
     fn handles_parse_and_refuse_paths() {
