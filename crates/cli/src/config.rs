@@ -40,6 +40,20 @@
 //! training_rooms = []        # e.g. ["general"]
 //! training_context = 10
 //! governance_interval_ms = 5000
+//!
+//! [personas]
+//! max_personas = 1000
+//! snapshot_interval_ms = 30000
+//! context_messages = 10
+//! max_concurrent_replies = 4
+//! reply_timeout_ms = 60000
+//!
+//! [personas.persona]         # each persona's state (crates/daemons/src/persona/state.rs)
+//! inbox_capacity = 256
+//! max_replies = 6            # per rate_window_ms, a sliding window
+//! rate_window_ms = 60000
+//! pace_replies = true        # spread them: one per window/max_replies on average
+//! pace_jitter = 0.25         # each gap 0.75-1.25 x that, so personas do not answer in lockstep
 //! ```
 
 use anyhow::{Context as _, bail};
@@ -51,12 +65,12 @@ use daemonhost_daemons::placed::{Placement, WorkerOptions, WorkersConfig};
 use daemonhost_daemons::platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The socket server.
@@ -80,7 +94,7 @@ pub struct Config {
 }
 
 /// `[workers]`: placement of the logger and search daemons and supervision of their workers.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersSection {
     /// `process` (default) or `in_process`.
@@ -131,7 +145,7 @@ impl Default for WorkersSection {
 }
 
 /// `[platform]`: users, rooms, chat, training, governance, console.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformSection {
     /// Register the `console` daemon (it requires the `logger` daemon, which the host runs).
@@ -179,7 +193,7 @@ impl Default for PlatformSection {
 }
 
 /// `[data]`: the SQLite data daemon.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Read-only connections for `primary`.
@@ -208,7 +222,7 @@ impl Default for DataSection {
 }
 
 /// `[archive]`: moving old rows of collections with an archive rule to `DIR/data/archive/`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveSection {
     /// Period of the archive run.
@@ -234,7 +248,7 @@ impl Default for ArchiveSection {
 }
 
 /// `[host]`: the socket server's bounds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostSection {
     /// Largest frame body accepted (and sent); a larger declared length closes the connection.
@@ -272,7 +286,7 @@ impl Default for HostSection {
 }
 
 /// `[runtime]`: deadlines.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
     /// Deadline of a request whose caller and command name none.
@@ -291,7 +305,7 @@ impl Default for RuntimeSection {
 }
 
 /// `[sessions]`: the session store's bounds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsSection {
     /// Live sessions at most.
@@ -316,6 +330,12 @@ impl Config {
         let cfg: Config = toml::from_str(text)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The configuration as a complete TOML file (every key, defaults included), for
+    /// `daemonhost config`. What it prints parses back to the same configuration.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot render the configuration as TOML")
     }
 
     /// Read `path`, or the defaults when `path` is `None`.
@@ -556,6 +576,37 @@ mod tests {
         assert_eq!(w.options.ping_interval, Duration::from_millis(200));
         assert!(Config::parse("[workers]\nsearch = \"elsewhere\"\n").is_err());
         assert!(Config::parse("[workers]\nstart_limit_burst = 0\n").is_err());
+    }
+
+    #[test]
+    fn config_printed_in_full_parses_back_to_the_same_configuration() {
+        // The defaults: every section and key is printed, and nothing is lost on the way back.
+        let d = Config::default();
+        let text = d.to_toml().expect("render");
+        for key in [
+            "[host]",
+            "trim_interval_ms",
+            "[personas.persona]",
+            "pace_replies = true",
+            // The documented page cache of primary's writer (docs/ARCHITECTURE.md).
+            "cache_kib = 4096",
+            "[archive]",
+            "[ai]",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert_eq!(Config::parse(&text).expect("parse back"), d);
+        // A file's settings survive the round trip too.
+        let c = Config::parse(
+            "[personas.persona]\npace_jitter = 0.5\n[workers]\nsearch = \"in_process\"\n\
+             [[ai.providers]]\nname = \"local\"\nkind = \"openai\"\n\
+             base_url = \"http://127.0.0.1:8080/v1\"\nmodel = \"m\"\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            Config::parse(&c.to_toml().expect("render")).expect("back"),
+            c
+        );
     }
 
     #[test]

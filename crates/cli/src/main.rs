@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the configuration `run` would use, as a complete TOML file: every key with its
+    /// default, or the value FILE sets (checked as `run` checks it; exit 1 if invalid).
+    Config {
+        /// A TOML config file to merge over the defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Call one command and print its result as JSON (exit 0 ok, 1 error, 2 no host).
     #[command(
         after_help = "PARAMS: --key=value or --key value (numbers, booleans and values \
@@ -246,6 +253,11 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
             command,
             params,
         } => Ok(client_runtime()?.block_on(call::run(&socket, command, params, *json, *timeout))),
+        Command::Config { config } => {
+            let cfg = config::Config::load(config.as_deref())?;
+            print!("{}", cfg.to_toml()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker { kind } => worker::run(kind, cli.socket.as_deref(), &cli.data_dir),
         Command::Status { json } => Ok(client_runtime()?.block_on(status::run(&socket, *json))),
         Command::Events { pattern, count } => {

@@ -97,7 +97,7 @@ pub struct DataConfig {
     pub schema_dir: Option<PathBuf>,
     /// Writer queue bound (full → `overloaded`).
     pub writer_queue: usize,
-    /// `primary`'s writer page cache, KiB (default 8 MiB): memory bound vs bulk-write speed.
+    /// `primary`'s writer page cache, KiB (default 4 MiB): memory bound vs bulk-write speed.
     pub cache_kib: u32,
     /// `primary`'s page cache per reader, KiB (default 2 MiB).
     pub reader_cache_kib: u32,
@@ -108,14 +108,17 @@ pub struct DataConfig {
 impl DataConfig {
     /// Defaults under `data_dir`: 2 readers, queue 1024, groups of 256.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        // One source for the defaults: the engine's (the host's config printed 8 MiB here
+        // while the engine and the docs said 4).
+        let d = DbOptions::default();
         DataConfig {
             data_dir: data_dir.into(),
-            readers: 2,
+            readers: d.readers,
             schema_dir: None,
-            writer_queue: 1024,
-            cache_kib: 8 * 1024,
-            reader_cache_kib: 2 * 1024,
-            max_group: 256,
+            writer_queue: d.writer_queue,
+            cache_kib: d.cache_kib,
+            reader_cache_kib: d.reader_cache_kib,
+            max_group: d.max_group,
         }
     }
 }

@@ -381,6 +381,47 @@ async fn config_file_sets_the_frame_limit_and_unknown_keys_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_prints_every_setting_and_a_host_runs_on_what_it_printed() {
+    let tmp = tempdir();
+    let cfg = tmp.path().join("host.toml");
+    std::fs::write(&cfg, "[host]\nmax_frame_bytes = 1024\n").expect("write");
+    let out = cli(
+        &tmp.path().join("d"),
+        &["config", "--config", cfg.to_str().expect("utf8")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for key in [
+        "max_frame_bytes = 1024",
+        "[personas.persona]",
+        "pace_replies = true",
+        "[workers]",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+    // The printed file is a valid config: a host runs on it, with the file's setting.
+    let printed = tmp.path().join("printed.toml");
+    std::fs::write(&printed, &text).expect("write");
+    let host = Host::start_with(&["--config", printed.to_str().expect("utf8")], &[]);
+    let (mut r, mut w) = split(host.raw().await);
+    send(
+        &mut w,
+        &request_frame(1, "ping", json!({"pad": "x".repeat(1100)})),
+    )
+    .await;
+    let resp = r.response().await;
+    assert_eq!(err_code(&resp), ErrorCode::FrameTooLarge);
+    // An invalid file is refused the way `run` refuses it, naming the key.
+    std::fs::write(&cfg, "[personas.persona]\npace_replys = false\n").expect("write");
+    let out = cli(
+        &tmp.path().join("d"),
+        &["config", "--config", cfg.to_str().expect("utf8")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pace_replys"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_host_on_the_same_data_dir_is_refused() {
     let host = Host::start();
     let c = host.client().await;
