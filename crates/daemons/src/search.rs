@@ -13,12 +13,13 @@
 //!   background, cancelled with the daemon, retried if the worker dies again) the in-process
 //!   index answers; `health/status` shows `index.syncedGeneration` against `worker.generation`.
 //! - **Lag**: if the event queue overflowed, both indexes are re-loaded (updates and creates
-//!   are repaired; a delete lost in the overflow stays until the next restart of the host).
+//!   are repaired; a delete lost in the overflow stays until `search/reindex` or a restart).
 //!
 //! So the in-process index is always current (up to event delivery), the worker's index is
 //! eventually consistent, and a worker that is not known to be current never answers.
 //! - **Truncation** (`data:chat_messages:truncated`) and `search/reindex`: the sync loop empties
-//!   both indexes, after any load in progress, then loads them again.
+//!   both indexes, after any load in progress, then loads them again (searches meanwhile miss
+//!   what is not loaded yet; `search/reindex` is also the repair for a delete lost to lag).
 //!
 //! Not followed: archiving (archived messages stay searchable).
 
@@ -461,7 +462,7 @@ impl Daemon for SearchDaemon {
             ))
             .command(CommandSpec::new(
                 "search/reindex",
-                "Empty the message index and load it again from chat_messages -> {scheduled}",
+                "Empty the message index and load it again from chat_messages (answers miss messages until the load ends; health/status shows index.reindexes and lastLoadMs) -> {scheduled}",
             ))
             .command(CommandSpec::new("search/stats", "Index counters"))
     }
