@@ -18,7 +18,7 @@
 //! (the 1M-row database is only generated when a `data_list_indexed` or `data_startup` benchmark runs).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use daemonhost_daemons::data::{
+use daemonhost_data::{
     DataConfig, DataDaemon, DataStore, Handle, ListParams, StoreConfig, StoreSlot,
 };
 use daemonhost_runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
@@ -231,7 +231,7 @@ fn bench_create(c: &mut Criterion) {
     trt.block_on(async {
         let s = DataStore::open(
             StoreConfig::new(raw_dir.path()),
-            daemonhost_daemons::data::schema::scan(None),
+            daemonhost_data::schema::scan(None),
             None,
         )
         .await
@@ -312,7 +312,7 @@ fn raw_conn(path: &Path) -> rusqlite::Connection {
 }
 
 fn fmt_ms(ms: i64) -> String {
-    daemonhost_daemons::data::value::format_ms(ms)
+    daemonhost_data::value::format_ms(ms)
 }
 
 fn raw_insert(st: &mut rusqlite::CachedStatement<'_>, n: u64, uid: &str, rid: &str) {
@@ -333,7 +333,7 @@ fn big_db() -> (&'static tempfile::TempDir, &'static [String]) {
         tokio_rt().block_on(async {
             let s = DataStore::open(
                 StoreConfig::new(dir.path()),
-                daemonhost_daemons::data::schema::scan(None),
+                daemonhost_data::schema::scan(None),
                 None,
             )
             .await

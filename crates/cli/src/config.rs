@@ -57,14 +57,14 @@
 //! ```
 
 use anyhow::{Context as _, bail};
-use daemonhost_daemons::AiConfig;
-use daemonhost_daemons::SessionConfig;
-use daemonhost_daemons::data::{ArchiveConfig, DataConfig, StoreSlot};
-use daemonhost_daemons::persona::PersonasConfig;
-use daemonhost_daemons::placed::{Placement, WorkerOptions, WorkersConfig};
-use daemonhost_daemons::platform::PlatformConfig;
+use daemonhost_ai::AiConfig;
+use daemonhost_data::{ArchiveConfig, DataConfig, StoreSlot};
+use daemonhost_platform::PersonasConfig;
+use daemonhost_platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
 use daemonhost_runtime::RuntimeConfig;
+use daemonhost_system::SessionConfig;
+use daemonhost_system::placed::{Placement, WorkerOptions, WorkersConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;

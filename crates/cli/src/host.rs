@@ -21,11 +21,8 @@
 use crate::config::Config;
 use crate::server::{self, ServerConfig};
 use anyhow::{Context as _, bail};
-use daemonhost_daemons::data::{ArchiveDaemon, DataDaemon};
-use daemonhost_daemons::persona::PersonaDaemon;
-use daemonhost_daemons::platform::register_platform;
-use daemonhost_daemons::{AiDaemon, HostCounters, HostStartup, SystemConfig, register_system};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
+use daemonhost_system::{HostCounters, HostStartup};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -199,28 +196,16 @@ async fn run_async(
 
     let counters = Arc::new(HostCounters::default());
     let mut builder = RuntimeBuilder::new(cfg.runtime_config());
-    register_system(
+    crate::registry::register_all(
         &mut builder,
-        &SystemConfig {
-            sessions: cfg.session_config(),
-            host: Arc::clone(&counters),
+        crate::registry::Catalog {
+            config: &cfg,
+            data_dir: &opts.data_dir,
+            counters: Arc::clone(&counters),
+            after_snapshots: trimmer
+                .map(|t| Box::new(move || t.poke()) as Box<dyn Fn() + Send + Sync>),
         },
     );
-    let data_daemon = DataDaemon::new(cfg.data_config(&opts.data_dir));
-    let store = data_daemon.store_slot();
-    daemonhost_daemons::placed::register_workers(
-        &mut builder,
-        cfg.workers_config(&opts.data_dir, data_daemon.store_slot()),
-    );
-    builder.register(data_daemon);
-    builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
-    builder.register(AiDaemon::new(cfg.ai_config(&opts.data_dir)));
-    register_platform(&mut builder, store.clone(), &cfg.platform_config());
-    let mut personas = PersonaDaemon::new(store, cfg.personas.clone());
-    if let Some(t) = trimmer {
-        personas = personas.after_snapshots(move || t.poke());
-    }
-    builder.register(personas);
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

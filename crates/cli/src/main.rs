@@ -16,6 +16,7 @@ mod call;
 mod config;
 mod events;
 mod host;
+mod registry;
 mod server;
 mod status;
 mod trim;
@@ -154,7 +155,7 @@ fn init_logging(level: Option<&str>, default: &str, daemon_logs: bool) -> anyhow
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let daemons = daemon_logs.then(daemonhost_daemons::logging::DaemonLogLayer::new);
+    let daemons = daemon_logs.then(daemonhost_system::logging::DaemonLogLayer::new);
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

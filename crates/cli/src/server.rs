@@ -39,12 +39,12 @@
 //! connection after flushing what is already encoded.
 
 use bytes::{Buf, BytesMut};
-use daemonhost_daemons::HostCounters;
 use daemonhost_protocol::{
     CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, RawFrameCodec, Response,
     write_frame,
 };
 use daemonhost_runtime::{BusError, DaemonError, Delivery, EventBus, Router, Subscription};
+use daemonhost_system::HostCounters;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;

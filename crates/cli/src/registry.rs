@@ -1,0 +1,112 @@
+//! The catalog: every daemon the host runs, registered in one function.
+//!
+//! Crates export daemons and their configs; none registers anything itself. This is the one
+//! place that knows the whole set, so adding a daemon, moving one to a worker process or another
+//! host, or reading the graph starts here.
+//!
+//! ```text
+//! system  health  events  session           (no dependencies: READY in microseconds)
+//! logger ── console
+//! data ─┬─ archive
+//!       ├─ search (placed: worker process + in-process fallback)
+//!       ├─ user ─┬─ room ─┬─ room-membership
+//!       │        │        └─ chat
+//!       ├─ training
+//!       └─ governance
+//! ai
+//! data, user, room, ai, chat (+ search wanted) ── persona
+//! ```
+
+use crate::config::Config;
+use daemonhost_ai::AiDaemon;
+use daemonhost_data::{ArchiveDaemon, DataDaemon};
+use daemonhost_platform::{
+    ChatDaemon, ConsoleDaemon, GovernanceDaemon, PersonaDaemon, RoomDaemon, RoomMembershipDaemon,
+    TrainingDaemon, UserDaemon,
+};
+use daemonhost_runtime::RuntimeBuilder;
+use daemonhost_system::{
+    EventsDaemon, HealthDaemon, HostCounters, LoggerDaemon, SearchDaemon, SessionDaemon,
+    SystemDaemon,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What the catalog needs besides the config: the data dir, the socket server's counters, and
+/// a hook run after each round of persona snapshots (the allocator trim).
+pub struct Catalog<'a> {
+    /// The host's configuration.
+    pub config: &'a Config,
+    /// The data dir.
+    pub data_dir: &'a Path,
+    /// Counters the socket server keeps, read by `health/metrics` and `system/startup`.
+    pub counters: Arc<HostCounters>,
+    /// Called after each round of persona snapshots.
+    pub after_snapshots: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Catalog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("data_dir", &self.data_dir)
+            .field("after_snapshots", &self.after_snapshots.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Register every daemon of the host on `builder`.
+pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
+    let Catalog {
+        config: cfg,
+        data_dir,
+        counters,
+        after_snapshots,
+    } = catalog;
+
+    // The host's own daemons.
+    builder
+        .register(SystemDaemon {
+            host: Arc::clone(&counters),
+        })
+        .register(HealthDaemon { host: counters })
+        .register(EventsDaemon)
+        .register(SessionDaemon::new(cfg.session_config()));
+
+    // Data and what stores through it.
+    let data = DataDaemon::new(cfg.data_config(data_dir));
+    let store = data.store_slot();
+    builder.register(data);
+    builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
+
+    // The worker-placed daemons.
+    let workers = cfg.workers_config(data_dir, store.clone());
+    builder.register(LoggerDaemon::new(workers.logger, workers.options.clone()));
+    builder.register(SearchDaemon::new(
+        workers.search,
+        workers.options,
+        workers.store,
+    ));
+
+    builder.register(AiDaemon::new(cfg.ai_config(data_dir)));
+
+    // The chat platform.
+    let p = cfg.platform_config();
+    builder.register(UserDaemon::new(store.clone(), p.users.clone()));
+    builder.register(RoomDaemon::new(store.clone(), p.rooms.clone()));
+    builder.register(RoomMembershipDaemon::new(
+        store.clone(),
+        p.membership.clone(),
+    ));
+    builder.register(ChatDaemon::new(store.clone(), p.chat.clone()));
+    builder.register(TrainingDaemon::new(store.clone(), p.training.clone()));
+    builder.register(GovernanceDaemon::new(store.clone(), p.governance.clone()));
+    if p.console {
+        builder.register(ConsoleDaemon::new(p.console_config.clone()));
+    }
+
+    let mut personas = PersonaDaemon::new(store, cfg.personas.clone());
+    if let Some(hook) = after_snapshots {
+        personas = personas.after_snapshots(hook);
+    }
+    builder.register(personas);
+}

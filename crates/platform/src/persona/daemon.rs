@@ -1,0 +1,715 @@
+//! The `persona` daemon: every persona's state, the scheduler, snapshots and replies.
+
+use crate::persona::state::{
+    Action, InboxItem, Offered, PersonaConfig, PersonaSnapshot, PersonaState, truncate_utf8,
+};
+use daemonhost_data::StoreSlot;
+use daemonhost_data::error::DataError;
+use daemonhost_data::store::{DataStore, Handle, ListParams};
+use daemonhost_runtime::{
+    BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request, Semaphore,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// Settings of the persona daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonasConfig {
+    /// Tunables of every persona's state.
+    pub persona: PersonaConfig,
+    /// Most personas hosted at once; more persona users are reported and not loaded.
+    pub max_personas: usize,
+    /// How often dirty states are snapshotted to their databases.
+    pub snapshot_interval_ms: u64,
+    /// Messages of context fetched (in one query) for each reply.
+    pub context_messages: usize,
+    /// Replies being generated at once, across all personas.
+    pub max_concurrent_replies: usize,
+    /// Deadline for one `ai/generate` call.
+    pub reply_timeout_ms: u64,
+}
+
+impl Default for PersonasConfig {
+    fn default() -> Self {
+        PersonasConfig {
+            persona: PersonaConfig::default(),
+            max_personas: 1000,
+            snapshot_interval_ms: 30_000,
+            context_messages: 10,
+            max_concurrent_replies: 4,
+            reply_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Called after each round of snapshots that wrote something.
+pub type AfterSnapshots = Arc<dyn Fn() + Send + Sync>;
+
+/// The persona daemon (`persona`).
+#[derive(Clone)]
+pub struct PersonaDaemon {
+    store: StoreSlot,
+    config: PersonasConfig,
+    after_snapshots: Option<AfterSnapshots>,
+}
+
+impl std::fmt::Debug for PersonaDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonaDaemon")
+            .field("config", &self.config)
+            .field("after_snapshots", &self.after_snapshots.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PersonaDaemon {
+    /// A persona daemon reading and writing through the data daemon's store.
+    pub fn new(store: StoreSlot, config: PersonasConfig) -> Self {
+        PersonaDaemon {
+            store,
+            config,
+            after_snapshots: None,
+        }
+    }
+
+    /// Run `f` after each interval's round of snapshots that wrote at least one (the host uses
+    /// it to hand the memory of those database opens back to the OS at once).
+    #[must_use]
+    pub fn after_snapshots(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.after_snapshots = Some(Arc::new(f));
+        self
+    }
+}
+
+struct Entry {
+    state: PersonaState,
+    name: String,
+    unique_id: Option<String>,
+    next_tick: u64,
+    dirty: bool,
+}
+
+/// What the daemon owns while it runs.
+pub struct Personas {
+    store: DataStore,
+    config: PersonasConfig,
+    map: Mutex<HashMap<String, Entry>>,
+    wake: Notify,
+    replies: Semaphore,
+    not_loaded: Mutex<u64>,
+    reply_failures: Mutex<u64>,
+}
+
+impl std::fmt::Debug for Personas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Personas")
+            .field("personas", &self.map.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn data_err(e: DataError) -> BoxError {
+    Box::new(e)
+}
+
+/// Change of energy within one tick that makes a persona's state worth a snapshot.
+const SNAPSHOT_ENERGY_STEP: f32 = 0.05;
+
+const SNAPSHOT_DDL: &str = "CREATE TABLE IF NOT EXISTS persona_snapshot (
+    id TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated_at INTEGER NOT NULL)";
+
+impl Personas {
+    async fn load_snapshot(&self, id: &str) -> Option<PersonaSnapshot> {
+        let db = self.store.db(&Handle::Persona(id.to_owned())).await.ok()?;
+        let key = id.to_owned();
+        let text = db
+            .write(move |conn| {
+                conn.execute(SNAPSHOT_DDL, [])
+                    .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
+                let mut stmt = conn
+                    .prepare_cached("SELECT snapshot FROM persona_snapshot WHERE id = ?1")
+                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?;
+                let mut rows = stmt
+                    .query([&key])
+                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?;
+                match rows
+                    .next()
+                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?
+                {
+                    Some(row) => row
+                        .get::<_, String>(0)
+                        .map(Some)
+                        .map_err(|e| DataError::sqlite("persona", "read snapshot", &e)),
+                    None => Ok(None),
+                }
+            })
+            .await;
+        self.store.close_persona(id).await;
+        serde_json::from_str(&text.ok()??).ok()
+    }
+
+    async fn save_snapshot(&self, snap: PersonaSnapshot) -> Result<(), DataError> {
+        let db = self
+            .store
+            .db(&Handle::Persona(snap.persona_id.clone()))
+            .await?;
+        let text = serde_json::to_string(&snap)
+            .map_err(|e| DataError::BadRequest(format!("snapshot: {e}")))?;
+        let id = snap.persona_id;
+        let key = id.clone();
+        let at = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        let written = db.write(move |conn| {
+            conn.execute(SNAPSHOT_DDL, [])
+                .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
+            conn.execute(
+                "INSERT INTO persona_snapshot (id, snapshot, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+                rusqlite::params![id, text, at],
+            )
+            .map_err(|e| DataError::sqlite("persona", "write snapshot", &e))?;
+            Ok(())
+        })
+        .await;
+        // Snapshots are rare: close the database so no thread is kept per persona.
+        self.store.close_persona(&key).await;
+        written
+    }
+
+    /// Load (or refresh) a persona from its user record.
+    async fn add(&self, user: &Value) {
+        let Some(id) = user.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let name = user
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or(id)
+            .to_owned();
+        let unique_id = user
+            .get("uniqueId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        {
+            let mut map = self.map.lock();
+            if let Some(e) = map.get_mut(id) {
+                e.name = name;
+                e.unique_id = unique_id;
+                return;
+            }
+            if map.len() >= self.config.max_personas {
+                *self.not_loaded.lock() += 1;
+                tracing::warn!(
+                    persona = id,
+                    max = self.config.max_personas,
+                    "Persona limit reached; not loaded"
+                );
+                return;
+            }
+        }
+        let now = now_ms();
+        let state = match self.load_snapshot(id).await {
+            Some(snap) => PersonaState::restore(snap, self.config.persona.clone()),
+            None => PersonaState::new(id, self.config.persona.clone(), now),
+        };
+        let next_tick = state.next_tick_at(now);
+        self.map.lock().entry(id.to_owned()).or_insert(Entry {
+            state,
+            name,
+            unique_id,
+            next_tick,
+            dirty: false,
+        });
+        self.wake.notify_one();
+    }
+
+    async fn remove(&self, id: &str) {
+        let entry = self.map.lock().remove(id);
+        if let Some(e) = entry
+            && let Err(err) = self.save_snapshot(e.state.snapshot()).await
+        {
+            tracing::warn!(persona = id, error = %err, "Could not snapshot a removed persona");
+        }
+    }
+
+    /// Offer a new chat message to every persona following its room (except its sender).
+    fn offer(&self, msg: &Value) -> usize {
+        let (Some(id), Some(room), Some(sender)) = (
+            msg.get("id").and_then(Value::as_str),
+            msg.get("roomId").and_then(Value::as_str),
+            msg.get("senderId").and_then(Value::as_str),
+        ) else {
+            return 0;
+        };
+        let mut text = message_text(msg);
+        let sender_type = msg
+            .get("senderType")
+            .and_then(Value::as_str)
+            .unwrap_or("human");
+        let lower = text.to_lowercase();
+        // Every persona gets a copy: cut it to the preview first, so each copy is small.
+        truncate_utf8(&mut text, self.config.persona.max_text_bytes);
+        let now = now_ms();
+        let mut offered = 0;
+        let mut map = self.map.lock();
+        for (pid, e) in map.iter_mut() {
+            if pid == sender {
+                continue;
+            }
+            // Personas follow the rooms they hear from (bounded by `max_rooms`).
+            e.state.follow(room);
+            let mentioned = lower.contains(&e.name.to_lowercase())
+                || e.unique_id
+                    .as_deref()
+                    .is_some_and(|u| lower.contains(&u.to_lowercase()));
+            // A mention raises priority only when a person (or the system) wrote it: another
+            // persona's reply that quotes "@name" (retrieval answers quote earlier messages)
+            // is chatter, and escalating it lets personas keep each other busy.
+            let priority = match (mentioned, sender_type) {
+                (true, "human" | "system") => 200,
+                (false, "human") => 100,
+                (_, "system") => 50,
+                _ => 20,
+            };
+            let item = InboxItem {
+                message_id: id.to_owned(),
+                room_id: room.to_owned(),
+                sender_id: sender.to_owned(),
+                text: text.clone(),
+                priority,
+                received_at: now,
+            };
+            if matches!(
+                e.state.offer(item),
+                Offered::Accepted | Offered::Displaced(_)
+            ) {
+                offered += 1;
+                e.dirty = true;
+                // A new message may change the mood (and so the cadence): tick soon, or when
+                // a held-back reply may go.
+                e.next_tick = e.next_tick.min(e.state.next_tick_at(now));
+            }
+        }
+        drop(map);
+        if offered > 0 {
+            self.wake.notify_one();
+        }
+        offered
+    }
+
+    /// Tick every due persona; returns replies to make and the next wake-up time.
+    fn tick_due(&self, now: u64) -> (Vec<(String, String, InboxItem)>, Option<u64>) {
+        let mut replies = Vec::new();
+        let mut next: Option<u64> = None;
+        let mut map = self.map.lock();
+        for (pid, e) in map.iter_mut() {
+            if e.next_tick <= now {
+                let (mood, energy) = (e.state.mood(), e.state.energy());
+                let actions = e.state.tick(now);
+                // A tick that did nothing but let energy recover a little is not worth a
+                // snapshot: an idle host does not rewrite every persona's database each
+                // interval. A reply, a new mood or a visible change of energy are (new
+                // messages mark it dirty when they arrive).
+                if actions.iter().any(|a| matches!(a, Action::Reply { .. }))
+                    || e.state.mood() != mood
+                    || (e.state.energy() - energy).abs() >= SNAPSHOT_ENERGY_STEP
+                {
+                    e.dirty = true;
+                }
+                for action in actions {
+                    if let Action::Reply { item } = action {
+                        replies.push((pid.clone(), e.name.clone(), item));
+                    }
+                }
+                e.next_tick = e.state.next_tick_at(now);
+            }
+            next = Some(next.map_or(e.next_tick, |n| n.min(e.next_tick)));
+        }
+        (replies, next)
+    }
+
+    async fn reply(&self, ctx: &Context, persona: &str, name: &str, item: InboxItem) {
+        let started = now_ms();
+        let result = self.generate_and_send(ctx, persona, name, &item).await;
+        let spent = now_ms().saturating_sub(started);
+        if let Some(e) = self.map.lock().get_mut(persona) {
+            e.state.record_compute(now_ms(), spent);
+            e.dirty = true;
+        }
+        if let Err(err) = result {
+            *self.reply_failures.lock() += 1;
+            tracing::warn!(persona, message = %item.message_id, error = %err, "Persona reply failed");
+        }
+    }
+
+    async fn generate_and_send(
+        &self,
+        ctx: &Context,
+        persona: &str,
+        name: &str,
+        item: &InboxItem,
+    ) -> Result<(), DaemonError> {
+        // A persona answers only where it may speak: rooms it is a member of.
+        let check = ctx
+            .router()
+            .ask(
+                "room/check",
+                json!({ "room": item.room_id, "userId": persona }),
+            )
+            .await?;
+        if check.get("member") != Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        // Context: the last N messages of the room, in one query.
+        let page = self
+            .store
+            .list(
+                &Handle::Primary,
+                "chat_messages",
+                ListParams {
+                    filter: Some(json!({ "roomId": item.room_id })),
+                    order_by: Some(json!("-timestamp")),
+                    limit: Some(json!(self.config.context_messages.max(1))),
+                    cursor: None,
+                    fields: None,
+                },
+            )
+            .await
+            .map_err(DaemonError::from)?;
+        let mut messages = vec![json!({
+            "role": "system",
+            "content": format!("You are {name}, a persona in a group chat. Reply briefly and helpfully."),
+        })];
+        for m in page.items.iter().rev() {
+            let mine = m.get("senderId").and_then(Value::as_str) == Some(persona);
+            messages.push(json!({
+                "role": if mine { "assistant" } else { "user" },
+                "content": message_text(m),
+            }));
+        }
+        if page.items.is_empty() {
+            messages.push(json!({ "role": "user", "content": item.text }));
+        }
+        let answer = ctx
+            .router()
+            .ask_timeout(
+                "ai/generate",
+                json!({ "messages": messages, "roomId": item.room_id }),
+                Duration::from_millis(self.config.reply_timeout_ms),
+            )
+            .await?;
+        let text = answer
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if text.is_empty() {
+            return Err(DaemonError::internal(
+                "the AI provider returned an empty reply",
+            ));
+        }
+        ctx.router()
+            .ask(
+                "chat/send",
+                json!({
+                    "room": item.room_id,
+                    "message": text,
+                    "sender": persona,
+                    "replyTo": item.message_id,
+                    "clientMessageId": format!("{persona}:{}", item.message_id),
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Snapshot every dirty persona; returns how many were written.
+    async fn snapshot_dirty(&self) -> usize {
+        // One persona at a time: a snapshot copies the whole inbox (up to 256 items), so
+        // taking all twenty first held ~2 MB at once, every round, for nothing.
+        let dirty: Vec<String> = self
+            .map
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut n = 0;
+        for id in dirty {
+            let snap = match self.map.lock().get_mut(&id) {
+                Some(e) if e.dirty => {
+                    e.dirty = false;
+                    e.state.snapshot()
+                }
+                // Removed (and snapshotted by `remove`) or saved meanwhile.
+                _ => continue,
+            };
+            n += 1;
+            if let Err(e) = self.save_snapshot(snap).await {
+                tracing::warn!(persona = %id, error = %e, "Persona snapshot failed");
+            }
+        }
+        n
+    }
+
+    fn status(&self, id: Option<&str>) -> Value {
+        let map = self.map.lock();
+        let now = now_ms();
+        let one = |pid: &str, e: &Entry| {
+            let s = &e.state;
+            json!({
+                "id": pid,
+                "name": e.name,
+                "mood": s.mood(),
+                "energy": s.energy(),
+                "attention": s.attention(),
+                "inbox": s.inbox_len(),
+                "rooms": s.rooms().count(),
+                "nextTickInMs": e.next_tick.saturating_sub(now),
+                // Set while pacing or the window holds the next reply back.
+                "nextReplyInMs": s.reply_gate().filter(|g| *g > now).map(|g| g - now),
+                "counters": s.counters(),
+            })
+        };
+        match id {
+            Some(id) => map.get(id).map(|e| one(id, e)).unwrap_or(Value::Null),
+            None => {
+                let mut all: Vec<Value> = map.iter().map(|(k, e)| one(k, e)).collect();
+                all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+                json!({
+                    "personas": all,
+                    "count": map.len(),
+                    "notLoaded": *self.not_loaded.lock(),
+                    "replyFailures": *self.reply_failures.lock(),
+                })
+            }
+        }
+    }
+}
+
+fn message_text(m: &Value) -> String {
+    match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(c) => c
+            .get("text")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| c.to_string()),
+        None => String::new(),
+    }
+}
+
+/// The scheduler: one task ticking every persona when it is due.
+async fn schedule(ctx: Context, p: Arc<Personas>) {
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let now = now_ms();
+        let (replies, next) = p.tick_due(now);
+        for (pid, name, item) in replies {
+            // Bounded: at most `max_concurrent_replies` generations at once; the rest wait here,
+            // which also delays further ticks (back-pressure instead of a growing queue).
+            let Ok(permit) = p.replies.acquire().await else {
+                return;
+            };
+            let (ctx2, p2) = (ctx.clone(), p.clone());
+            inflight.spawn(async move {
+                p2.reply(&ctx2, &pid, &name, item).await;
+                drop(permit);
+            });
+        }
+        while inflight.try_join_next().is_some() {}
+        let wait = next
+            .map(|n| Duration::from_millis(n.saturating_sub(now_ms()).max(1)))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            () = ctx.cancelled() => break,
+            () = p.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+        }
+    }
+    inflight.abort_all();
+}
+
+impl Daemon for PersonaDaemon {
+    type State = Arc<Personas>;
+
+    fn spec(&self) -> DaemonSpec {
+        DaemonSpec::new("persona")
+            .requires("data")
+            .requires("user")
+            .requires("ai")
+            .requires("chat")
+            .requires("room")
+            .wants("search")
+            .events("data:users:{created,updated,deleted}")
+            .events("data:chat_messages:created")
+            .command(
+                CommandSpec::new(
+                    "persona/status",
+                    "Every persona's mood, energy, inbox and counters (or one with id)",
+                )
+                .param("id", "string", false, "persona user id"),
+            )
+            .command(CommandSpec::new(
+                "persona/list",
+                "Ids and names of the personas hosted",
+            ))
+            .command(CommandSpec::new(
+                "persona/snapshot",
+                "Write every persona's state to its database now",
+            ))
+            .event_queue(4096)
+    }
+
+    async fn start(&self, ctx: &Context) -> Result<Arc<Personas>, BoxError> {
+        let store = self
+            .store
+            .get()
+            .ok_or("the data daemon has not published its store")?;
+        let p = Arc::new(Personas {
+            store,
+            config: self.config.clone(),
+            map: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            replies: Semaphore::new(self.config.max_concurrent_replies.max(1)),
+            not_loaded: Mutex::new(0),
+            reply_failures: Mutex::new(0),
+        });
+        ctx.spawn(schedule(ctx.clone(), p.clone()));
+        let p2 = p.clone();
+        let after = self.after_snapshots.clone();
+        ctx.timers().register_interval(
+            "snapshot",
+            Duration::from_millis(self.config.snapshot_interval_ms.max(100)),
+            move || {
+                let p = p2.clone();
+                let after = after.clone();
+                async move {
+                    if p.snapshot_dirty().await > 0
+                        && let Some(f) = after
+                    {
+                        f();
+                    }
+                }
+            },
+        )?;
+        Ok(p)
+    }
+
+    async fn start_deferred(&self, _ctx: &Context, p: &Arc<Personas>) -> Result<(), BoxError> {
+        // Load every persona user (bounded by max_personas), restoring snapshots.
+        let page = p
+            .store
+            .list(
+                &Handle::Primary,
+                "users",
+                ListParams {
+                    filter: Some(json!({ "type": "persona" })),
+                    order_by: Some(json!("createdAt")),
+                    limit: Some(json!(self.config.max_personas.max(1))),
+                    cursor: None,
+                    fields: None,
+                },
+            )
+            .await
+            .map_err(data_err)?;
+        for user in &page.items {
+            p.add(user).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _ctx: &Context,
+        p: &Arc<Personas>,
+        req: Request,
+    ) -> Result<Value, DaemonError> {
+        match req.command.as_str() {
+            "persona/status" => {
+                let id = match req.params.get("id") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.as_str()),
+                    Some(_) => return Err(DaemonError::bad_request("'id' must be a string")),
+                };
+                let v = p.status(id);
+                if v.is_null() {
+                    return Err(DaemonError::not_found(format!(
+                        "no persona '{}' is hosted",
+                        id.unwrap_or_default()
+                    )));
+                }
+                Ok(v)
+            }
+            "persona/list" => {
+                let map = p.map.lock();
+                let mut list: Vec<Value> = map
+                    .iter()
+                    .map(|(id, e)| json!({ "id": id, "name": e.name }))
+                    .collect();
+                list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+                Ok(json!({ "personas": list, "count": map.len() }))
+            }
+            "persona/snapshot" => {
+                for e in p.map.lock().values_mut() {
+                    e.dirty = true;
+                }
+                p.snapshot_dirty().await;
+                Ok(json!({ "snapshotted": p.map.lock().len() }))
+            }
+            other => Err(DaemonError::unknown_command(format!(
+                "the persona daemon does not serve '{other}'"
+            ))),
+        }
+    }
+
+    async fn on_event(&self, _ctx: &Context, p: &Arc<Personas>, event: Delivery) {
+        let Delivery::Event(ev) = event else {
+            return;
+        };
+        let data = ev.data();
+        match ev.topic() {
+            "data:users:created" | "data:users:updated" => {
+                if data.get("type").and_then(Value::as_str) == Some("persona") {
+                    p.add(data).await;
+                } else if let Some(id) = data.get("id").and_then(Value::as_str) {
+                    // A user that stopped being a persona.
+                    if p.map.lock().contains_key(id) {
+                        p.remove(id).await;
+                    }
+                }
+            }
+            "data:users:deleted" => {
+                if let Some(id) = data.get("id").and_then(Value::as_str) {
+                    p.remove(id).await;
+                }
+            }
+            "data:chat_messages:created" => {
+                p.offer(data);
+            }
+            _ => {}
+        }
+    }
+
+    async fn stop(&self, _ctx: &Context, p: Arc<Personas>) {
+        for e in p.map.lock().values_mut() {
+            e.dirty = true;
+        }
+        p.snapshot_dirty().await;
+        p.map.lock().clear();
+    }
+}

@@ -1,0 +1,900 @@
+//! Rooms (`room` daemon) and membership rules (`room-membership` daemon).
+//!
+//! # Where membership lives
+//!
+//! In the `members` JSON field of the `rooms` record (`[{userId, role, joinedAt}]`), the field the
+//! built-in schema already has. The usual danger of a JSON list is lost updates from concurrent
+//! read-modify-write; here the `room` daemon is the **only writer** of `members`: every join or
+//! leave takes the daemon's membership lock, reads the record, changes the list and writes it back
+//! with a version check (a conflict with a writer outside the platform, e.g. `data/update`, is
+//! retried a bounded number of times). Joining is idempotent (a member joins again as a no-op),
+//! so "unique (roomId, userId)" holds by construction. A room holds at most
+//! [`RoomConfig::max_members`] members.
+//!
+//! Membership checks (`room/check`, used by `chat/send` on every message) are served from the
+//! `room-members` LRU of parsed member sets (room id → set of user ids, tagged with the record
+//! version), so sending to a big room does not parse its member list each time. The daemon keeps
+//! it current on its own writes and drops an entry when a `data:rooms:updated` event carries a
+//! newer version than the cached one (a change made by someone else).
+//!
+//! Names: rooms are addressed by name or id. The name is stored lowercased as the unique
+//! `uniqueId`; `room-names` (LRU) maps names and ids to ids.
+//!
+//! The seed's RoomMembershipDaemon caught up after a fixed `setTimeout(2000)` and rewrote members
+//! for every user. Here `room-membership` catches up in deferred init (pages of users, one
+//! `room/join {userIds}` per page and room) and joins each new user on its
+//! `data:users:created` event; both go through `room/join`, so the single-writer rule holds.
+//!
+//! Commands (`room`):
+//! - `room/create {name, displayName?, description?, topic?, type?, ownerId?}` → the room (owner
+//!   is the system user by default and is its first member)
+//! - `room/get {room}` → the room with `memberCount`
+//! - `room/list {type?, limit? (100, max 1000), cursor?}` → `{items, count, nextCursor}` (without
+//!   `members`)
+//! - `room/members {room}` → `{roomId, name, members}`
+//! - `room/join {room, userId | userIds[≤1000], role?}` → `{roomId, name, joined, alreadyMembers,
+//!   memberCount}`
+//! - `room/leave {room, userId}` → `{roomId, name, left, memberCount}`
+//! - `room/check {room, userId?}` → `{roomId, name, member}`
+
+use crate::users::ensure_system_user;
+use crate::util::{
+    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
+    stats_json, store_of, version_of,
+};
+use daemonhost_data::value::now_text;
+use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_runtime::{
+    BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery,
+    Request,
+};
+use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Most user ids in one `room/join`.
+pub const MAX_JOIN: usize = 1000;
+
+/// Retries of a membership write that lost a version race with an outside writer.
+const WRITE_RETRIES: usize = 3;
+
+/// Settings of the [`RoomDaemon`].
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Rooms ensured at start (created on first start, never duplicated).
+    pub default_rooms: Vec<String>,
+    /// Capacity of the `room-names` LRU.
+    pub names_cache: usize,
+    /// Capacity of the `room-members` LRU (parsed member sets).
+    pub members_cache: usize,
+    /// Most members one room may hold.
+    pub max_members: usize,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            default_rooms: vec!["general".into()],
+            names_cache: 1024,
+            members_cache: 256,
+            max_members: 10_000,
+        }
+    }
+}
+
+/// The room daemon (name `room`).
+#[derive(Debug, Clone)]
+pub struct RoomDaemon {
+    store: StoreSlot,
+    cfg: RoomConfig,
+}
+
+impl RoomDaemon {
+    /// A room daemon reading the store from `store`.
+    pub fn new(store: StoreSlot, cfg: RoomConfig) -> Self {
+        RoomDaemon { store, cfg }
+    }
+}
+
+/// A parsed member set and the record version it came from.
+#[derive(Debug, Clone)]
+struct Members {
+    version: i64,
+    name: Arc<str>,
+    ids: Arc<HashSet<String>>,
+}
+
+/// The running room daemon's state.
+#[derive(Debug)]
+pub struct RoomState {
+    store: DataStore,
+    names: BoundedCache<String, String>,
+    members: BoundedCache<String, Members>,
+    write: tokio::sync::Mutex<()>,
+    system_id: String,
+    max_members: usize,
+    joins: AtomicU64,
+    leaves: AtomicU64,
+}
+
+/// A room name: 1–100 characters of `[a-z0-9_-]` after lowercasing.
+fn room_slug(name: &str) -> Result<String, DaemonError> {
+    let slug = name.trim().to_lowercase();
+    if slug.is_empty()
+        || slug.len() > 100
+        || !slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(DaemonError::validation(format!(
+            "name: 1-100 characters of a-z, 0-9, '-' and '_' (got '{}')",
+            short(name)
+        )));
+    }
+    Ok(slug)
+}
+
+fn members_of(room: &Value) -> Vec<Value> {
+    room.get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn member_ids(members: &[Value]) -> HashSet<String> {
+    members
+        .iter()
+        .filter_map(|m| m.get("userId").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn room_name(room: &Value) -> String {
+    room.get("uniqueId")
+        .or_else(|| room.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Create room `slug` owned by `owner` unless it exists; returns it.
+async fn ensure_room(
+    store: &DataStore,
+    slug: &str,
+    owner: &str,
+    extra: Map<String, Value>,
+) -> Result<(Value, bool), DataError> {
+    if let Some(r) = find_by_unique(store, "rooms", slug).await? {
+        return Ok((r, false));
+    }
+    let mut data = extra;
+    data.insert("uniqueId".into(), json!(slug));
+    data.entry("name").or_insert_with(|| json!(slug));
+    data.insert("ownerId".into(), json!(owner));
+    data.insert(
+        "members".into(),
+        json!([{ "userId": owner, "role": "owner", "joinedAt": now_text() }]),
+    );
+    match store.create(&Handle::Primary, "rooms", None, data).await {
+        Ok(r) => Ok((r, true)),
+        Err(e) if is_unique_conflict(&e, "uniqueId") => find_by_unique(store, "rooms", slug)
+            .await?
+            .map(|r| (r, false))
+            .ok_or(e),
+        Err(e) => Err(e),
+    }
+}
+
+impl RoomState {
+    fn publish_stats(&self, ctx: &Context) {
+        ctx.set_details(json!({
+            "caches": {
+                "room-names": stats_json(&self.names.stats()),
+                "room-members": stats_json(&self.members.stats()),
+            },
+            "joins": self.joins.load(Ordering::Relaxed),
+            "leaves": self.leaves.load(Ordering::Relaxed),
+        }));
+    }
+
+    /// The id of the room named or identified by `key`.
+    async fn resolve(&self, key: &str) -> Result<String, DaemonError> {
+        if let Some(id) = self.names.get(&key.to_owned()) {
+            return Ok(id);
+        }
+        let lower = key.trim().to_lowercase();
+        let found = match find_by_unique(&self.store, "rooms", &lower).await? {
+            Some(r) => Some(r),
+            None => match self.store.read(&Handle::Primary, "rooms", key).await {
+                Ok(r) => Some(r),
+                Err(DataError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let Some(room) = found else {
+            return Err(DaemonError::not_found(format!(
+                "room: no room named or with id '{}'",
+                short(key)
+            )));
+        };
+        let id = id_of(&room)
+            .ok_or_else(|| DaemonError::internal("room without an id"))?
+            .to_owned();
+        self.names.insert(key.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    async fn read(&self, id: &str) -> Result<Value, DaemonError> {
+        match self.store.read(&Handle::Primary, "rooms", id).await {
+            Ok(r) => Ok(r),
+            Err(DataError::NotFound { .. }) => {
+                self.names.remove(&id.to_owned());
+                self.members.remove(&id.to_owned());
+                Err(DaemonError::not_found(format!(
+                    "room: no room with id '{}'",
+                    short(id)
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn remember(&self, id: &str, room: &Value, ids: HashSet<String>) -> Members {
+        let m = Members {
+            version: version_of(room).unwrap_or(0),
+            name: room_name(room).into(),
+            ids: Arc::new(ids),
+        };
+        self.members.insert(id.to_owned(), m.clone());
+        m
+    }
+
+    /// The member set of room `id` (cached).
+    async fn member_set(&self, id: &str) -> Result<Members, DaemonError> {
+        if let Some(m) = self.members.get(&id.to_owned()) {
+            return Ok(m);
+        }
+        let room = self.read(id).await?;
+        let ids = member_ids(&members_of(&room));
+        Ok(self.remember(id, &room, ids))
+    }
+
+    /// Add `users` (already validated to exist) to room `id`. Returns (room, joined ids,
+    /// already-member count).
+    async fn join(
+        &self,
+        id: &str,
+        users: &[String],
+        role: &str,
+    ) -> Result<(Value, Vec<String>, usize), DaemonError> {
+        let _w = self.write.lock().await;
+        let mut tries = 0;
+        loop {
+            let room = self.read(id).await?;
+            let mut members = members_of(&room);
+            let mut ids = member_ids(&members);
+            let mut joined = Vec::new();
+            let now = now_text();
+            for u in users {
+                if ids.insert(u.clone()) {
+                    members.push(json!({ "userId": u, "role": role, "joinedAt": now }));
+                    joined.push(u.clone());
+                }
+            }
+            let already = users.len() - joined.len();
+            if joined.is_empty() {
+                self.remember(id, &room, ids);
+                return Ok((room, joined, already));
+            }
+            if members.len() > self.max_members {
+                return Err(DaemonError::validation(format!(
+                    "userIds: room '{}' would have {} members, more than the limit of {}",
+                    room_name(&room),
+                    members.len(),
+                    self.max_members
+                )));
+            }
+            match self
+                .store
+                .update(
+                    &Handle::Primary,
+                    "rooms",
+                    id,
+                    obj(json!({ "members": members })),
+                    version_of(&room),
+                )
+                .await
+            {
+                Ok(updated) => {
+                    self.remember(id, &updated, ids);
+                    self.joins.fetch_add(joined.len() as u64, Ordering::Relaxed);
+                    return Ok((updated, joined, already));
+                }
+                Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn leave(&self, id: &str, user: &str) -> Result<(Value, bool), DaemonError> {
+        let _w = self.write.lock().await;
+        let mut tries = 0;
+        loop {
+            let room = self.read(id).await?;
+            let mut members = members_of(&room);
+            let before = members.len();
+            members.retain(|m| m.get("userId").and_then(Value::as_str) != Some(user));
+            if members.len() == before {
+                let ids = member_ids(&members);
+                self.remember(id, &room, ids);
+                return Ok((room, false));
+            }
+            let ids = member_ids(&members);
+            match self
+                .store
+                .update(
+                    &Handle::Primary,
+                    "rooms",
+                    id,
+                    obj(json!({ "members": members })),
+                    version_of(&room),
+                )
+                .await
+            {
+                Ok(updated) => {
+                    self.remember(id, &updated, ids);
+                    self.leaves.fetch_add(1, Ordering::Relaxed);
+                    return Ok((updated, true));
+                }
+                Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `users` that do not exist, found with one `$in` query.
+    async fn unknown_users(&self, users: &[String]) -> Result<Vec<String>, DaemonError> {
+        let page = self
+            .store
+            .list(
+                &Handle::Primary,
+                "users",
+                ListParams {
+                    filter: Some(json!({ "id": { "$in": users } })),
+                    fields: Some(json!(["id"])),
+                    limit: Some(json!(users.len().max(1))),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let found: HashSet<&str> = page.items.iter().filter_map(id_of).collect();
+        Ok(users
+            .iter()
+            .filter(|u| !found.contains(u.as_str()))
+            .cloned()
+            .collect())
+    }
+}
+
+fn user_ids(p: &Params) -> Result<Vec<String>, DaemonError> {
+    if let Some(u) = p.opt_str("userId", MAX_KEY)? {
+        return Ok(vec![u.to_owned()]);
+    }
+    let Some(list) = p.get("userIds") else {
+        return Err(DaemonError::bad_request("userId: required (or userIds)"));
+    };
+    let Some(list) = list.as_array() else {
+        return Err(DaemonError::bad_request(
+            "userIds: must be an array of strings",
+        ));
+    };
+    if list.is_empty() || list.len() > MAX_JOIN {
+        return Err(DaemonError::validation(format!(
+            "userIds: 1 to {MAX_JOIN} user ids (got {})",
+            list.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        match v.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= MAX_KEY => {
+                if seen.insert(s) {
+                    out.push(s.to_owned());
+                }
+            }
+            _ => {
+                return Err(DaemonError::validation(format!(
+                    "userIds[{i}]: must be a non-empty string of at most {MAX_KEY} characters"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Daemon for RoomDaemon {
+    type State = RoomState;
+
+    fn spec(&self) -> DaemonSpec {
+        DaemonSpec::new("room")
+            .requires("data")
+            .requires("user")
+            .events("data:rooms:updated")
+            .events("data:rooms:deleted")
+            .command(
+                CommandSpec::new(
+                    "room/create",
+                    "Create a room (its owner is its first member)",
+                )
+                .param("name", "string", true, "unique name: a-z 0-9 - _")
+                .param("displayName", "string", false, "shown name")
+                .param("description", "string", false, "what the room is for")
+                .param("topic", "string", false, "current topic")
+                .param(
+                    "type",
+                    "string",
+                    false,
+                    "public (default) | private | direct",
+                )
+                .param(
+                    "ownerId",
+                    "string",
+                    false,
+                    "owner user id (default: the system user)",
+                ),
+            )
+            .command(
+                CommandSpec::new("room/get", "A room with its members and memberCount").param(
+                    "room",
+                    "string",
+                    true,
+                    "room name or id",
+                ),
+            )
+            .command(
+                CommandSpec::new("room/list", "A page of rooms (without members)")
+                    .param("type", "string", false, "only this type")
+                    .param(
+                        "limit",
+                        "integer",
+                        false,
+                        "page size, default 100, max 1000",
+                    )
+                    .param("cursor", "string", false, "nextCursor of the previous page"),
+            )
+            .command(CommandSpec::new("room/members", "A room's members").param(
+                "room",
+                "string",
+                true,
+                "room name or id",
+            ))
+            .command(
+                CommandSpec::new("room/join", "Add users to a room (idempotent)")
+                    .param("room", "string", true, "room name or id")
+                    .param("userId", "string", false, "one user")
+                    .param("userIds", "array", false, "up to 1000 users")
+                    .param("role", "string", false, "member (default) | admin | owner"),
+            )
+            .command(
+                CommandSpec::new("room/leave", "Remove a user from a room")
+                    .param("room", "string", true, "room name or id")
+                    .param("userId", "string", true, "user id"),
+            )
+            .command(
+                CommandSpec::new(
+                    "room/check",
+                    "Resolve a room and (optionally) check membership",
+                )
+                .param("room", "string", true, "room name or id")
+                .param("userId", "string", false, "user to check"),
+            )
+    }
+
+    async fn start(&self, ctx: &Context) -> Result<RoomState, BoxError> {
+        let store = store_of(&self.store)?;
+        let system = ensure_system_user(&store).await?;
+        let system_id = id_of(&system)
+            .ok_or(PlatformError::NoId("system user"))?
+            .to_owned();
+        let state = RoomState {
+            store,
+            names: cache("room-names", self.cfg.names_cache),
+            members: cache("room-members", self.cfg.members_cache),
+            write: tokio::sync::Mutex::new(()),
+            system_id,
+            max_members: self.cfg.max_members.max(1),
+            joins: AtomicU64::new(0),
+            leaves: AtomicU64::new(0),
+        };
+        for name in &self.cfg.default_rooms {
+            let slug = room_slug(name).map_err(|e| e.message)?;
+            let (room, created) = ensure_room(&state.store, &slug, &state.system_id, Map::new())
+                .await
+                .map_err(|source| PlatformError::Data {
+                    what: "ensuring a default room",
+                    source,
+                })?;
+            if let Some(id) = id_of(&room) {
+                state.names.insert(slug.clone(), id.to_owned());
+            }
+            if created {
+                tracing::info!(room = %slug, "created default room");
+            }
+        }
+        state.publish_stats(ctx);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        ctx: &Context,
+        state: &RoomState,
+        req: Request,
+    ) -> Result<Value, DaemonError> {
+        let p = Params::new(req.params)?;
+        let out = match req.command.as_str() {
+            "room/create" => {
+                let slug = room_slug(p.str("name", 100)?)?;
+                let owner = match p.opt_str("ownerId", MAX_KEY)? {
+                    Some(o) => {
+                        if !state.unknown_users(&[o.to_owned()]).await?.is_empty() {
+                            return Err(DaemonError::validation(format!(
+                                "ownerId: no user with id '{}'",
+                                short(o)
+                            )));
+                        }
+                        o.to_owned()
+                    }
+                    None => state.system_id.clone(),
+                };
+                if find_by_unique(&state.store, "rooms", &slug)
+                    .await?
+                    .is_some()
+                {
+                    return Err(DaemonError::validation(format!(
+                        "name: a room named '{slug}' already exists"
+                    )));
+                }
+                let mut extra = Map::new();
+                for k in ["displayName", "description", "topic", "type"] {
+                    if let Some(v) = p.get(k) {
+                        extra.insert(k.to_owned(), v.clone());
+                    }
+                }
+                let (room, created) = ensure_room(&state.store, &slug, &owner, extra).await?;
+                if !created {
+                    return Err(DaemonError::validation(format!(
+                        "name: a room named '{slug}' already exists"
+                    )));
+                }
+                if let Some(id) = id_of(&room) {
+                    state.names.insert(slug, id.to_owned());
+                }
+                Ok(room)
+            }
+            "room/get" => {
+                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let mut room = state.read(&id).await?;
+                let n = members_of(&room).len();
+                if let Some(o) = room.as_object_mut() {
+                    o.insert("memberCount".into(), json!(n));
+                }
+                Ok(room)
+            }
+            "room/list" => {
+                let limit = p.limit(100, 1000)?;
+                let mut filter = Map::new();
+                if let Some(t) = p.opt_str("type", 20)? {
+                    filter.insert("type".into(), json!(t));
+                }
+                let page = state
+                    .store
+                    .list(
+                        &Handle::Primary,
+                        "rooms",
+                        ListParams {
+                            filter: Some(Value::Object(filter)),
+                            limit: Some(json!(limit)),
+                            cursor: p.opt_str("cursor", 4096)?.map(str::to_owned),
+                            fields: Some(json!([
+                                "uniqueId",
+                                "name",
+                                "displayName",
+                                "description",
+                                "topic",
+                                "type",
+                                "status",
+                                "ownerId",
+                                "lastMessageAt",
+                                "createdAt",
+                                "updatedAt",
+                                "version"
+                            ])),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                Ok(
+                    json!({ "items": page.items, "count": page.count, "nextCursor": page.next_cursor }),
+                )
+            }
+            "room/members" => {
+                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let room = state.read(&id).await?;
+                Ok(json!({ "roomId": id, "name": room_name(&room), "members": members_of(&room) }))
+            }
+            "room/join" => {
+                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let users = user_ids(&p)?;
+                let role = p.opt_str("role", 20)?.unwrap_or("member");
+                if !["member", "admin", "owner"].contains(&role) {
+                    return Err(DaemonError::validation(format!(
+                        "role: must be member, admin or owner (got '{}')",
+                        short(role)
+                    )));
+                }
+                let unknown = state.unknown_users(&users).await?;
+                if let Some(u) = unknown.first() {
+                    let field = if p.get("userId").is_some() {
+                        "userId"
+                    } else {
+                        "userIds"
+                    };
+                    return Err(DaemonError::validation(format!(
+                        "{field}: no user with id '{}'{}",
+                        short(u),
+                        if unknown.len() > 1 {
+                            format!(" (and {} more)", unknown.len() - 1)
+                        } else {
+                            String::new()
+                        }
+                    )));
+                }
+                let (room, joined, already) = state.join(&id, &users, role).await?;
+                Ok(json!({
+                    "roomId": id,
+                    "name": room_name(&room),
+                    "joined": joined,
+                    "alreadyMembers": already,
+                    "memberCount": members_of(&room).len(),
+                }))
+            }
+            "room/leave" => {
+                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let user = p.str("userId", MAX_KEY)?;
+                let (room, left) = state.leave(&id, user).await?;
+                Ok(json!({
+                    "roomId": id,
+                    "name": room_name(&room),
+                    "left": left,
+                    "memberCount": members_of(&room).len(),
+                }))
+            }
+            "room/check" => {
+                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let m = state.member_set(&id).await?;
+                let member = match p.opt_str("userId", MAX_KEY)? {
+                    Some(u) => Value::Bool(m.ids.contains(u)),
+                    None => Value::Null,
+                };
+                Ok(json!({ "roomId": id, "name": &*m.name, "member": member }))
+            }
+            other => Err(DaemonError::unknown_command(format!(
+                "room daemon has no command '{}'",
+                short(other)
+            ))),
+        };
+        state.publish_stats(ctx);
+        out
+    }
+
+    async fn on_event(&self, ctx: &Context, state: &RoomState, d: Delivery) {
+        let Delivery::Event(ev) = d else {
+            state.members.clear();
+            return;
+        };
+        let Some(id) = id_of(ev.data()) else { return };
+        let key = id.to_owned();
+        match ev.topic() {
+            "data:rooms:deleted" => {
+                state.members.remove(&key);
+                state.names.remove(&key);
+                state.names.remove(&room_name(ev.data()));
+            }
+            _ => {
+                // Our own writes already updated the cache with this version; only a newer
+                // version (someone else's write) invalidates.
+                let newer = match (state.members.get(&key), version_of(ev.data())) {
+                    (Some(m), Some(v)) => v > m.version,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if newer {
+                    state.members.remove(&key);
+                }
+            }
+        }
+        state.publish_stats(ctx);
+    }
+}
+
+/// Settings of the [`RoomMembershipDaemon`].
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// Rooms every user joins (Discord-style auto-join rules).
+    pub auto_join: Vec<String>,
+    /// Users per page in the deferred catch-up.
+    pub page: usize,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            auto_join: vec!["general".into()],
+            page: 500,
+        }
+    }
+}
+
+/// The membership-rules daemon (name `room-membership`).
+#[derive(Debug, Clone)]
+pub struct RoomMembershipDaemon {
+    store: StoreSlot,
+    cfg: MembershipConfig,
+}
+
+impl RoomMembershipDaemon {
+    /// A membership daemon reading the store from `store`.
+    pub fn new(store: StoreSlot, cfg: MembershipConfig) -> Self {
+        RoomMembershipDaemon { store, cfg }
+    }
+}
+
+/// The running membership daemon's state.
+#[derive(Debug)]
+pub struct MembershipState {
+    store: DataStore,
+    caught_up: AtomicU64,
+    joined_on_create: AtomicU64,
+    failures: AtomicU64,
+    lost_events: AtomicU64,
+}
+
+impl MembershipState {
+    fn publish_stats(&self, ctx: &Context, rules: &[String]) {
+        ctx.set_details(json!({
+            "autoJoin": rules,
+            "caughtUp": self.caught_up.load(Ordering::Relaxed),
+            "joinedOnCreate": self.joined_on_create.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "lostEvents": self.lost_events.load(Ordering::Relaxed),
+        }));
+    }
+}
+
+impl RoomMembershipDaemon {
+    async fn join_all(&self, ctx: &Context, users: &[&str]) -> Result<u64, DaemonError> {
+        let mut joined = 0;
+        for room in &self.cfg.auto_join {
+            let r = ctx
+                .router()
+                .ask("room/join", json!({ "room": room, "userIds": users }))
+                .await?;
+            joined += r["joined"].as_array().map_or(0, Vec::len) as u64;
+        }
+        Ok(joined)
+    }
+
+    /// Every existing user into every auto-join room, a page at a time.
+    async fn catch_up(&self, ctx: &Context, state: &MembershipState) -> Result<(), BoxError> {
+        let page_size = self.cfg.page.clamp(1, MAX_JOIN);
+        let mut cursor = None;
+        loop {
+            let page = state
+                .store
+                .list(
+                    &Handle::Primary,
+                    "users",
+                    ListParams {
+                        fields: Some(json!(["id"])),
+                        limit: Some(json!(page_size)),
+                        cursor: cursor.take(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let ids: Vec<&str> = page.items.iter().filter_map(id_of).collect();
+            if !ids.is_empty() {
+                let n = self.join_all(ctx, &ids).await?;
+                state.caught_up.fetch_add(n, Ordering::Relaxed);
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+impl Daemon for RoomMembershipDaemon {
+    type State = MembershipState;
+
+    fn spec(&self) -> DaemonSpec {
+        DaemonSpec::new("room-membership")
+            .requires("data")
+            .requires("room")
+            .events("data:users:created")
+            .command(CommandSpec::new(
+                "room-membership/status",
+                "Auto-join rules and counters",
+            ))
+    }
+
+    async fn start(&self, ctx: &Context) -> Result<MembershipState, BoxError> {
+        let state = MembershipState {
+            store: store_of(&self.store)?,
+            caught_up: AtomicU64::new(0),
+            joined_on_create: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            lost_events: AtomicU64::new(0),
+        };
+        state.publish_stats(ctx, &self.cfg.auto_join);
+        Ok(state)
+    }
+
+    async fn start_deferred(&self, ctx: &Context, state: &MembershipState) -> Result<(), BoxError> {
+        let r = self.catch_up(ctx, state).await;
+        state.publish_stats(ctx, &self.cfg.auto_join);
+        r
+    }
+
+    async fn handle(
+        &self,
+        _ctx: &Context,
+        state: &MembershipState,
+        req: Request,
+    ) -> Result<Value, DaemonError> {
+        match req.command.as_str() {
+            "room-membership/status" => Ok(json!({
+                "autoJoin": self.cfg.auto_join,
+                "caughtUp": state.caught_up.load(Ordering::Relaxed),
+                "joinedOnCreate": state.joined_on_create.load(Ordering::Relaxed),
+                "failures": state.failures.load(Ordering::Relaxed),
+                "lostEvents": state.lost_events.load(Ordering::Relaxed),
+            })),
+            other => Err(DaemonError::unknown_command(format!(
+                "room-membership daemon has no command '{}'",
+                short(other)
+            ))),
+        }
+    }
+
+    async fn on_event(&self, ctx: &Context, state: &MembershipState, d: Delivery) {
+        match d {
+            Delivery::Event(ev) => {
+                if let Some(id) = id_of(ev.data()) {
+                    match self.join_all(ctx, &[id]).await {
+                        Ok(n) => {
+                            state.joined_on_create.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            state.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(user = id, error = %e, "auto-join failed");
+                        }
+                    }
+                }
+            }
+            Delivery::Lagged { missed } => {
+                // Lost creation events: a catch-up pass repairs whatever they would have done.
+                state.lost_events.fetch_add(missed, Ordering::Relaxed);
+                if let Err(e) = self.catch_up(ctx, state).await {
+                    state.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "membership catch-up after lost events failed");
+                }
+            }
+        }
+        state.publish_stats(ctx, &self.cfg.auto_join);
+    }
+}

@@ -1,0 +1,2 @@
+//! Test helpers shared by daemonhost's crates.
+#![forbid(unsafe_code)]
