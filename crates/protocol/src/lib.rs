@@ -10,12 +10,17 @@
 //!   classifies malformed bodies into a [`BadFrame`] carrying the id to echo, if any.
 //! - [`FrameCodec`] / [`RawFrameCodec`]: tokio-util codecs for the 4-byte big-endian length prefix.
 //! - [`Client`]: a pipelining async client with subscriptions.
+//! - [`params`]: the one typed reader of request params ([`Params`], [`check_declared`]), so
+//!   every daemon and worker answers a bad param with the same code and message.
+//! - [`time`]: epoch milliseconds and their canonical RFC 3339 UTC text.
 #![forbid(unsafe_code)]
 
 mod client;
 mod codec;
 mod error;
 mod frame;
+pub mod params;
+pub mod time;
 
 pub use client::{CallError, Client, ClientConfig, ClientError, EventStream, answer_peer_request};
 pub use codec::{
@@ -23,3 +28,4 @@ pub use codec::{
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{BadFrame, EventFrame, Frame, FrameType, LAGGED_TOPIC, Request, Response};
+pub use params::{ParamError, ParamType, Params, check_declared, check_declared_iter};

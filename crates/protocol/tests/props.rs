@@ -1,10 +1,11 @@
 //! Property tests: encode/decode round trips, framing at arbitrary split points, and robustness
-//! against arbitrary input.
+//! against arbitrary input; the params reader on arbitrary JSON; the time text round trip.
 
 use bytes::BytesMut;
+use daemonhost_protocol::time::{MAX_MS, MIN_MS, format_ms, parse_date_ms};
 use daemonhost_protocol::{
-    CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameCodec, RawFrameCodec, Request,
-    Response,
+    CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameCodec, ParamError, ParamType, Params,
+    RawFrameCodec, Request, Response, check_declared,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -109,6 +110,81 @@ fn arb_envelope() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Param names shared by generated params and declarations, so declared params are often present.
+const NAMES: [&str; 5] = ["a", "b", "limit", "type", "kind"];
+
+fn arb_name() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(NAMES.to_vec())
+}
+
+/// Any JSON value as params, but mostly objects keyed by [`NAMES`].
+fn arb_params() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        1 => arb_value(),
+        3 => prop::collection::btree_map(arb_name(), arb_value(), 0..6).prop_map(|m| {
+            Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }),
+    ]
+}
+
+fn arb_declared() -> impl Strategy<Value = Vec<(&'static str, ParamType, bool)>> {
+    prop::collection::vec(
+        (
+            arb_name(),
+            prop::sample::select(ParamType::ALL.to_vec()),
+            any::<bool>(),
+        ),
+        0..6,
+    )
+}
+
+/// Every reader on one name, as `Result<(), ParamError>`.
+fn read_all(p: &Params, k: &str, max: usize) -> Vec<Result<(), ParamError>> {
+    let mut owned = p.clone();
+    vec![
+        p.str(k).map(drop),
+        p.opt_str(k).map(drop),
+        p.str_max(k, max).map(drop),
+        p.opt_str_max(k, max).map(drop),
+        p.opt_str_any(&[k, "kind"], max).map(drop),
+        p.u64(k).map(drop),
+        p.opt_u64(k).map(drop),
+        p.opt_u64_range(k, 1, max as u64).map(drop),
+        p.i64(k).map(drop),
+        p.opt_i64(k).map(drop),
+        p.f64(k).map(drop),
+        p.opt_f64(k).map(drop),
+        p.bool(k).map(drop),
+        p.opt_bool(k).map(drop),
+        p.limit(10, max.max(10)).map(drop),
+        owned.clone().string(k).map(drop),
+        owned.clone().opt_string(k).map(drop),
+        owned.clone().object(k).map(drop),
+        owned.clone().opt_object(k).map(drop),
+        owned.clone().array(k).map(drop),
+        owned.opt_array(k).map(drop),
+    ]
+}
+
+fn assert_param_error(e: &ParamError) -> Result<(), TestCaseError> {
+    let code = e.code();
+    prop_assert!(
+        code == ErrorCode::BadRequest || code == ErrorCode::Validation,
+        "{code:?}"
+    );
+    let body = ErrorBody::from(e.clone());
+    prop_assert_eq!(body.code, code);
+    prop_assert_eq!(&body.message, &e.to_string());
+    match e.name() {
+        Some(name) => {
+            let prefix = format!("{name}: ");
+            prop_assert!(body.message.starts_with(&prefix), "{}", body.message);
+        }
+        None => prop_assert_eq!(body.message.as_str(), "params must be an object"),
+    }
+    Ok(())
+}
+
 fn encode_all(frames: &[Frame]) -> Vec<u8> {
     let mut codec = FrameCodec::new();
     let mut buf = BytesMut::new();
@@ -194,5 +270,92 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn params_readers_never_panic_and_answer_only_bad_request_or_validation(
+        v in arb_params(),
+        declared in arb_declared(),
+        max in 0usize..8,
+    ) {
+        let checked = check_declared(&v, &declared);
+        if let Err(e) = &checked {
+            assert_param_error(e)?;
+        }
+        match Params::new(v.clone()) {
+            Err(e) => {
+                prop_assert!(!v.is_object() && !v.is_null());
+                prop_assert_eq!(&e, &ParamError::NotAnObject);
+                prop_assert_eq!(checked, Err(ParamError::NotAnObject));
+            }
+            Ok(p) => {
+                for k in NAMES.iter().chain(&["absent"]) {
+                    for r in read_all(&p, k, max) {
+                        if let Err(e) = r {
+                            assert_param_error(&e)?;
+                            // Named after the param read (`kind` is the alias, `limit` the page size).
+                            let name = e.name();
+                            prop_assert!(
+                                name == Some(*k) || name == Some("kind") || name == Some("limit"),
+                                "{:?} reading {}", name, k
+                            );
+                        }
+                    }
+                }
+                prop_assert_eq!(p.into_map().len(), v.as_object().map_or(0, |m| m.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn check_declared_answers_what_the_readers_answer(
+        v in arb_params(),
+        (k, ty, required) in (arb_name(), prop::sample::select(ParamType::ALL.to_vec()), any::<bool>()),
+    ) {
+        let checked = check_declared(&v, &[(k, ty, required)]);
+        let Ok(p) = Params::new(v) else {
+            prop_assert_eq!(checked, Err(ParamError::NotAnObject));
+            return Ok(());
+        };
+        let mut owned = p.clone();
+        let read = match (ty, required) {
+            (ParamType::String, true) => p.str(k).map(drop),
+            (ParamType::String, false) => p.opt_str(k).map(drop),
+            (ParamType::UnsignedInteger, true) => p.u64(k).map(drop),
+            (ParamType::UnsignedInteger, false) => p.opt_u64(k).map(drop),
+            // An integer above i64::MAX has the right type but is out of an i64's range.
+            (ParamType::Integer, true) => p.i64(k).map(drop).or_else(|e| match e {
+                ParamError::Invalid { .. } => Ok(()),
+                e => Err(e),
+            }),
+            (ParamType::Integer, false) => p.opt_i64(k).map(drop).or_else(|e| match e {
+                ParamError::Invalid { .. } => Ok(()),
+                e => Err(e),
+            }),
+            (ParamType::Number, true) => p.f64(k).map(drop),
+            (ParamType::Number, false) => p.opt_f64(k).map(drop),
+            (ParamType::Boolean, true) => p.bool(k).map(drop),
+            (ParamType::Boolean, false) => p.opt_bool(k).map(drop),
+            (ParamType::Object, true) => owned.object(k).map(drop),
+            (ParamType::Object, false) => owned.opt_object(k).map(drop),
+            (ParamType::Array, true) => owned.array(k).map(drop),
+            (ParamType::Array, false) => owned.opt_array(k).map(drop),
+            (ParamType::Any, true) => p.get(k).map(drop).ok_or_else(|| ParamError::missing(k)),
+            (ParamType::Any, false) => Ok(()),
+        };
+        prop_assert_eq!(checked, read);
+    }
+
+    #[test]
+    fn time_text_round_trips_over_years_0000_to_9999(ms in MIN_MS..=MAX_MS) {
+        let text = format_ms(ms);
+        prop_assert_eq!(text.len(), 24, "{}", text);
+        prop_assert!(text.ends_with('Z'));
+        prop_assert_eq!(parse_date_ms(&text), Some(ms), "{}", text);
+    }
+
+    #[test]
+    fn time_text_order_is_time_order(a in MIN_MS..=MAX_MS, b in MIN_MS..=MAX_MS) {
+        prop_assert_eq!(format_ms(a).cmp(&format_ms(b)), a.cmp(&b));
     }
 }
