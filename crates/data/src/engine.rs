@@ -884,16 +884,14 @@ mod tests {
             }
         }
         assert_eq!(ok, 180);
-        let n: i64 = db
-            .read(|c| {
-                let p = c.get(Path::new("/nonexistent")).map(|_| ());
-                assert!(p.is_err());
-                Ok(())
-            })
+        let unknown_path_refused = db
+            .read(|c| Ok(c.get(Path::new("/nonexistent")).is_err()))
             .await
-            .map(|()| 0)
             .expect("read");
-        assert_eq!(n, 0);
+        assert!(
+            unknown_path_refused,
+            "opening a missing file read-only must fail"
+        );
         let path = db.path().to_owned();
         let count: i64 = db
             .read(move |c| {
@@ -913,6 +911,8 @@ mod tests {
 
     #[tokio::test]
     async fn full_writer_queue_answers_overloaded() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
         let dir = tempfile::tempdir().expect("tmp");
         let opts = DbOptions {
             readers: 0,
@@ -922,35 +922,41 @@ mod tests {
         let (db, ()) = Db::open("t", &dir.path().join("o.sqlite"), &opts, |_| Ok(()))
             .await
             .expect("open");
+        let (parked_tx, parked_rx) = oneshot::channel::<()>();
         let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        // Park the writer on a job that waits for the gate.
+        // Park the writer on a job that says so, then waits for the gate.
         let blocker = {
             let db = db.clone();
             tokio::spawn(async move {
                 db.exclusive(move |_| {
+                    let _ = parked_tx.send(());
                     let _ = gate_rx.recv();
                     Ok(())
                 })
                 .await
             })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let mut pending = Vec::new();
-        let mut overloaded = 0;
+        parked_rx.await.expect("the writer runs the blocking job");
+        // A write is queued (or refused) on its first poll: poll each once. With the writer
+        // parked, the queue of 2 takes two and the other three are refused at once.
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut queued, mut overloaded) = (Vec::new(), 0);
         for _ in 0..5 {
-            let db2 = db.clone();
-            pending.push(tokio::spawn(async move { db2.write(|_| Ok(())).await }));
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let _ = gate_tx.send(());
-        for p in pending {
-            if let Err(DataError::Overloaded { .. }) = p.await.expect("join") {
-                overloaded += 1;
+            let mut w = Box::pin(db.write(|_| Ok(())));
+            match w.as_mut().poll(&mut cx) {
+                Poll::Pending => queued.push(w),
+                Poll::Ready(Err(DataError::Overloaded { .. })) => overloaded += 1,
+                Poll::Ready(other) => panic!("neither queued nor overloaded: {other:?}"),
             }
         }
-        assert!(overloaded >= 3, "{overloaded}");
+        assert_eq!((queued.len(), overloaded), (2, 3));
+        assert_eq!(db.stats().overloaded.load(Ordering::Relaxed), 3);
+        let _ = gate_tx.send(());
         blocker.await.expect("join").expect("blocker");
+        for w in queued {
+            w.await
+                .expect("a queued write runs once the writer is free");
+        }
     }
 
     /// Pages of the WAL not yet copied into the main file, read with a fresh connection.

@@ -140,7 +140,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_follow_fault() {
+    fn data_errors_map_to_the_protocol_code_of_their_fault() {
         assert_eq!(
             DataError::validation("users", "displayName", "required").code(),
             ErrorCode::Validation

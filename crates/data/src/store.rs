@@ -1531,7 +1531,7 @@ mod tests {
     }
 
     #[test]
-    fn archive_file_numbers() {
+    fn archive_file_number_is_read_from_the_name_or_none() {
         assert_eq!(
             crate::archive::file::file_number(Path::new("/x/archive-000012.sqlite")),
             Some(12)

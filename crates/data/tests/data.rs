@@ -2,32 +2,21 @@
 //! after commit, filters/order/pagination against a reference, injection attempts, index use,
 //! startup queueing, persona handles, schema files, and archiving.
 
-use daemonhost_data::{
-    ArchiveConfig, ArchiveDaemon, DataConfig, DataDaemon, DataStore, Handle, ListParams, StoreSlot,
-};
-use daemonhost_runtime::bus::Delivery;
-use daemonhost_runtime::{ErrorCode, Runtime, RuntimeBuilder, RuntimeConfig};
-use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
-use std::time::Duration;
+mod common;
 
-fn builder() -> RuntimeBuilder {
-    RuntimeBuilder::new(RuntimeConfig {
-        lag_probe: None,
-        ..Default::default()
-    })
-}
+use common::{archive_config, assert_conserved, ids, logs_schema};
+use daemonhost_data::archive::CrashPoint;
+use daemonhost_data::{ArchiveDaemon, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_runtime::bus::Delivery;
+use daemonhost_runtime::{ErrorCode, Runtime};
+use daemonhost_testkit::data::write_schema;
+use daemonhost_testkit::{quiet_config, within};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
 
 async fn boot(dir: &Path) -> (Runtime, StoreSlot) {
-    let mut b = builder();
-    let d = DataDaemon::new(DataConfig::new(dir));
-    let slot = d.store_slot();
-    b.register(d);
-    let rt = b.build().expect("plan");
-    let rep = rt.start_all().await;
-    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
-    (rt, slot)
+    daemonhost_testkit::data::boot(dir, quiet_config(), |_, _| {}).await
 }
 
 async fn ask(rt: &Runtime, cmd: &str, p: Value) -> Result<Value, daemonhost_runtime::DaemonError> {
@@ -59,12 +48,6 @@ async fn room(rt: &Runtime, owner: &str, name: &str) -> String {
     )
     .await;
     r["id"].as_str().expect("id").to_owned()
-}
-
-fn write_schema(dir: &Path, name: &str, v: &Value) {
-    let d = dir.join("schemas");
-    std::fs::create_dir_all(&d).expect("mkdir");
-    std::fs::write(d.join(name), v.to_string()).expect("write");
 }
 
 #[tokio::test]
@@ -271,10 +254,7 @@ async fn data_events_only_after_commit_and_never_for_rolled_back_writes() {
     let mut sub = rt.bus().subscribe("data:*").expect("sub");
     let id = user(&rt, "bob").await;
     // The event arrives, and when it does the record is already readable (committed).
-    let ev = tokio::time::timeout(Duration::from_secs(5), sub.recv())
-        .await
-        .expect("event in time")
-        .expect("open");
+    let ev = within("bob's event", sub.recv()).await.expect("open");
     let Delivery::Event(ev) = ev else {
         panic!("lagged")
     };
@@ -311,8 +291,8 @@ async fn data_events_only_after_commit_and_never_for_rolled_back_writes() {
     assert_eq!(r["results"].as_array().map(Vec::len), Some(3));
     let mut topics = Vec::new();
     for _ in 0..3 {
-        match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
-            Ok(Some(Delivery::Event(e))) => topics.push(e.topic().to_owned()),
+        match within("the batch's events", sub.recv()).await {
+            Some(Delivery::Event(e)) => topics.push(e.topic().to_owned()),
             other => panic!("{other:?}"),
         }
     }
@@ -326,9 +306,17 @@ async fn data_events_only_after_commit_and_never_for_rolled_back_writes() {
     );
     // Events are filtered at publish time: a narrower subscriber sees only its topic.
     let mut rooms_only = rt.bus().subscribe("data:rooms:*").expect("sub");
-    user(&rt, "carol").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(rooms_only.try_recv().is_err());
+    let carol = user(&rt, "carol").await;
+    // One publish reaches every matching subscriber: once the wide one has carol's event, the
+    // narrow one would have it too.
+    match within("carol's event", sub.recv()).await {
+        Some(Delivery::Event(e)) => assert_eq!(e.data()["id"], carol.as_str()),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        rooms_only.try_recv().is_err(),
+        "a users event reached data:rooms:*"
+    );
     rt.shutdown().await;
 }
 
@@ -613,9 +601,7 @@ async fn data_filters_on_indexed_fields_use_the_index() {
 #[tokio::test]
 async fn data_requests_before_ready_queue_and_are_answered() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut b = builder();
-    b.register(DataDaemon::new(DataConfig::new(dir.path())));
-    let rt = b.build().expect("plan");
+    let (rt, _) = daemonhost_testkit::data::build(dir.path(), quiet_config(), |_, _| {});
     let router = rt.router();
     let early = tokio::spawn(async move {
         router
@@ -625,12 +611,16 @@ async fn data_requests_before_ready_queue_and_are_answered() {
             )
             .await
     });
-    tokio::task::yield_now().await;
+    daemonhost_testkit::eventually("the early request in the startup queue", async || {
+        rt.reports()[0].queue_depth == 1
+    })
+    .await;
     rt.start_all().await;
     let r = early.await.expect("join").expect("answered after READY");
     assert_eq!(r["id"], "default");
     let rep = rt.reports();
     let data = rep.iter().find(|r| r.name == "data").expect("report");
+    assert_eq!(data.queued_before_ready, 1);
     assert!(
         data.longest_poll_ms < 50.0,
         "longest poll {}",
@@ -774,64 +764,11 @@ async fn data_restart_applies_additive_schema_changes() {
     rt.shutdown().await;
 }
 
-pub fn logs_schema(dir: &Path) {
-    write_schema(
-        dir,
-        "logs.json",
-        &json!({"collection": "logs", "fields": [
-            {"name": "seq", "type": "integer", "required": true, "indexed": true},
-            {"name": "msg", "type": "string"}
-        ], "archive": {"maxRows": 100, "rowsPerArchive": 50, "orderBy": "seq"}}),
-    );
-}
-
-async fn boot_with_archive(
-    dir: &Path,
-    crash: daemonhost_data::archive::CrashPoint,
-) -> (Runtime, StoreSlot) {
-    let mut b = builder();
-    let d = DataDaemon::new(DataConfig::new(dir));
-    let slot = d.store_slot();
-    b.register(d);
-    let mut cfg = ArchiveConfig::new(slot.clone());
-    cfg.interval = Duration::from_secs(3600);
-    cfg.batch_size = 20;
-    cfg.max_file_rows = 60;
-    cfg.crash = crash;
-    b.register(ArchiveDaemon::new(cfg));
-    let rt = b.build().expect("plan");
-    let rep = rt.start_all().await;
-    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
-    (rt, slot)
-}
-
-async fn all_ids(store: &DataStore, h: &Handle) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let p = store
-            .list(
-                h,
-                "logs",
-                ListParams {
-                    order_by: Some(json!("seq")),
-                    limit: Some(json!(37)),
-                    cursor: cursor.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("list");
-        out.extend(
-            p.items
-                .iter()
-                .map(|i| i["id"].as_str().expect("id").to_owned()),
-        );
-        match p.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return out,
-        }
-    }
+async fn boot_with_archive(dir: &Path, crash: CrashPoint) -> (Runtime, StoreSlot) {
+    daemonhost_testkit::data::boot(dir, quiet_config(), |b, slot| {
+        b.register(ArchiveDaemon::new(archive_config(slot, crash)));
+    })
+    .await
 }
 
 #[tokio::test]
@@ -846,10 +783,13 @@ async fn archive_moves_exactly_the_oldest_rows_and_rotates_files() {
     let mut progress = rt.bus().subscribe("archive:progress").expect("sub");
     let r = ok(&rt, "archive/run", json!({})).await;
     assert_eq!(r["moved"]["logs"], 180, "{r}");
-    assert!(matches!(progress.recv().await, Some(Delivery::Event(_))));
+    assert!(matches!(
+        within("archive:progress", progress.recv()).await,
+        Some(Delivery::Event(_))
+    ));
     let store = slot.get().expect("store");
-    let hot = all_ids(&store, &Handle::Primary).await;
-    let cold = all_ids(&store, &Handle::Archive).await;
+    let hot = ids(&store, &Handle::Primary).await;
+    let cold = ids(&store, &Handle::Archive).await;
     let want_hot: Vec<String> = (180..230).map(|i| format!("l{i:04}")).collect();
     let want_cold: Vec<String> = (0..180).map(|i| format!("l{i:04}")).collect();
     assert_eq!(hot, want_hot);
@@ -891,24 +831,8 @@ async fn archive_moves_exactly_the_oldest_rows_and_rotates_files() {
     // Below the threshold nothing moves.
     let r = ok(&rt, "archive/run", json!({})).await;
     assert_eq!(r["moved"], json!({}));
+    assert_eq!(assert_conserved(&store, 230).await, (50, 180));
     rt.shutdown().await;
-}
-
-/// Check the invariant after a crash: every row in exactly one place.
-pub async fn assert_conserved(store: &DataStore, total: usize) -> (usize, usize) {
-    let hot = all_ids(store, &Handle::Primary).await;
-    let cold = all_ids(store, &Handle::Archive).await;
-    let h: HashSet<&String> = hot.iter().collect();
-    let c: HashSet<&String> = cold.iter().collect();
-    assert_eq!(h.len(), hot.len(), "no duplicates in hot");
-    assert_eq!(c.len(), cold.len(), "no duplicates in archive");
-    assert!(h.is_disjoint(&c), "no row in both places");
-    assert_eq!(
-        hot.len() + cold.len(),
-        total,
-        "count before = hot + archived after"
-    );
-    (hot.len(), cold.len())
 }
 
 #[tokio::test]
@@ -1041,8 +965,8 @@ async fn data_batch_records_match_reads_and_short_returns_keep_full_events() {
     assert_eq!(ids.len(), 3);
     assert_eq!(ids[2], "i-given");
     for (n, id) in ids.iter().enumerate() {
-        let ev = match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
-            Ok(Some(Delivery::Event(e))) => e,
+        let ev = match within("a created event", sub.recv()).await {
+            Some(Delivery::Event(e)) => e,
             other => panic!("{other:?}"),
         };
         assert_eq!(ev.topic(), "data:typed:created");
