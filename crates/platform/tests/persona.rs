@@ -1,53 +1,22 @@
 //! The persona daemon in a real runtime: the data daemon on a temp dir, the AI daemon with its
-//! offline `retrieval` adapter, and small stand-ins for the `user` and `chat` daemons (their
+//! offline `retrieval` adapter, and small stand-ins for the `user`, `room` and `chat` daemons (their
 //! real versions live in the platform module; this test pins the persona's contract with them).
 
 use daemonhost_ai::AiConfig;
 use daemonhost_ai::AiDaemon;
-use daemonhost_data::{DataConfig, DataDaemon};
 use daemonhost_platform::persona::state::PersonaConfig;
 use daemonhost_platform::persona::{PersonaDaemon, PersonasConfig};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request, Runtime,
-    RuntimeBuilder, RuntimeConfig,
 };
+use daemonhost_testkit::fake::Fake;
+use daemonhost_testkit::{eventually, quiet_config};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// Rounds of snapshots that wrote something, as told to the `after_snapshots` hook.
 static SNAPSHOT_ROUNDS: AtomicUsize = AtomicUsize::new(0);
-
-/// Stand-in for the user daemon: the persona daemon only needs it to exist (ordering).
-struct FakeUser;
-impl Daemon for FakeUser {
-    type State = ();
-    fn spec(&self) -> DaemonSpec {
-        DaemonSpec::new("user").requires("data")
-    }
-    async fn start(&self, _: &Context) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn handle(&self, _: &Context, _: &(), _: Request) -> Result<Value, DaemonError> {
-        Err(DaemonError::unknown_command("fake"))
-    }
-}
-
-/// Stand-in for the room daemon: the persona daemon only needs it to exist (ordering).
-struct FakeRoom;
-impl Daemon for FakeRoom {
-    type State = ();
-    fn spec(&self) -> DaemonSpec {
-        DaemonSpec::new("room").requires("data")
-    }
-    async fn start(&self, _: &Context) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn handle(&self, _: &Context, _: &(), _: Request) -> Result<Value, DaemonError> {
-        Err(DaemonError::unknown_command("fake"))
-    }
-}
 
 /// Stand-in for the chat daemon: `chat/send` stores a `chat_messages` record.
 struct FakeChat;
@@ -94,57 +63,37 @@ fn now_rfc3339() -> Value {
     json!(ms)
 }
 
+/// Not started: the test starts it and checks the report itself.
 fn runtime(dir: &Path) -> Runtime {
-    let mut b = RuntimeBuilder::new(RuntimeConfig {
-        lag_probe: None,
-        ..RuntimeConfig::default()
-    });
-    let data = DataDaemon::new(DataConfig::new(dir));
-    let slot = data.store_slot();
-    b.register(data);
-    b.register(AiDaemon::new(AiConfig {
-        data_dir: dir.to_path_buf(),
-        ..AiConfig::default()
-    }));
-    b.register(FakeUser);
-    b.register(FakeRoom);
-    b.register(FakeChat);
-    b.register(
-        PersonaDaemon::new(
-            slot,
-            PersonasConfig {
-                persona: PersonaConfig {
-                    tick_idle_ms: 50,
-                    tick_active_ms: 20,
-                    tick_overwhelmed_ms: 10,
-                    ..PersonaConfig::default()
+    let (rt, _) = daemonhost_testkit::data::build(dir, quiet_config(), |b, slot| {
+        b.register(AiDaemon::new(AiConfig {
+            data_dir: dir.to_path_buf(),
+            ..AiConfig::default()
+        }));
+        // The persona daemon only needs `user` and `room` to exist (ordering).
+        b.register(Fake::new(DaemonSpec::new("user").requires("data")));
+        b.register(Fake::new(DaemonSpec::new("room").requires("data")));
+        b.register(FakeChat);
+        b.register(
+            PersonaDaemon::new(
+                slot.clone(),
+                PersonasConfig {
+                    persona: PersonaConfig {
+                        tick_idle_ms: 50,
+                        tick_active_ms: 20,
+                        tick_overwhelmed_ms: 10,
+                        ..PersonaConfig::default()
+                    },
+                    snapshot_interval_ms: 100,
+                    ..PersonasConfig::default()
                 },
-                snapshot_interval_ms: 100,
-                ..PersonasConfig::default()
-            },
-        )
-        .after_snapshots(|| {
-            SNAPSHOT_ROUNDS.fetch_add(1, Ordering::Relaxed);
-        }),
-    );
-    b.build().expect("plan")
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out: {what}"))
+            )
+            .after_snapshots(|| {
+                SNAPSHOT_ROUNDS.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+    });
+    rt
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +177,7 @@ async fn persona_answers_a_message_through_retrieval_and_its_state_survives_a_re
     let r = rt.router();
     let status = eventually("persona restored", || {
         let (r, pid) = (r.clone(), pid.clone());
-        async move { r.ask("persona/status", json!({"id": pid})).await.ok() }
+        async move { r.ask("persona/status", json!({"id": pid})).await }
     })
     .await;
     assert_eq!(status["counters"]["replies"], 1, "{status}");

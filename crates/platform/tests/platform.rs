@@ -3,23 +3,20 @@
 //! Waiting is event-driven (subscribe, then check, then wait for the next event), never a sleep.
 
 use daemonhost_data::StoreSlot;
-use daemonhost_data::{DataConfig, DataDaemon};
 use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PlatformConfig, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
 };
 use daemonhost_runtime::bus::Delivery;
 use daemonhost_runtime::{
-    BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, ErrorCode, Request, Runtime,
-    RuntimeBuilder, RuntimeConfig,
+    CommandSpec, DaemonError, DaemonSpec, ErrorCode, Runtime, RuntimeBuilder,
 };
-use parking_lot::Mutex;
+use daemonhost_testkit::fake::Fake;
+use daemonhost_testkit::{eventually_on, quiet_config, within};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// A stand-in for the logger daemon: records every `log/*` request.
 /// The platform daemons, as the binary's catalog registers them.
 fn register_platform(b: &mut RuntimeBuilder, store: StoreSlot, cfg: &PlatformConfig) {
     b.register(UserDaemon::new(store.clone(), cfg.users.clone()));
@@ -36,47 +33,31 @@ fn register_platform(b: &mut RuntimeBuilder, store: StoreSlot, cfg: &PlatformCon
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct FakeLogger {
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-impl Daemon for FakeLogger {
-    type State = ();
-    fn spec(&self) -> DaemonSpec {
+/// A stand-in for the logger daemon: answers `log/*` like it and records every request.
+fn fake_logger() -> Fake {
+    Fake::answering(
         DaemonSpec::new("logger")
             .command(CommandSpec::new("log/write", "fake"))
-            .command(CommandSpec::new("log/write-batch", "fake"))
-    }
-    async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn handle(&self, _: &Context, _: &(), r: Request) -> Result<Value, DaemonError> {
-        let n = r.params["entries"].as_array().map_or(1, Vec::len);
-        self.seen.lock().push((r.command, r.params));
-        Ok(json!({ "queued": n, "rateLimited": 0 }))
-    }
+            .command(CommandSpec::new("log/write-batch", "fake")),
+        |r| {
+            let n = r.params["entries"].as_array().map_or(1, Vec::len);
+            Ok(json!({ "queued": n, "rateLimited": 0 }))
+        },
+    )
 }
 
 struct Host {
     rt: Runtime,
-    logger: FakeLogger,
+    logger: Fake,
 }
 
 async fn boot_with(dir: &Path, cfg: PlatformConfig) -> Host {
-    let mut b = RuntimeBuilder::new(RuntimeConfig {
-        lag_probe: None,
-        ..Default::default()
-    });
-    let d = DataDaemon::new(DataConfig::new(dir));
-    let slot = d.store_slot();
-    b.register(d);
-    let logger = FakeLogger::default();
-    b.register(logger.clone());
-    register_platform(&mut b, slot, &cfg);
-    let rt = b.build().expect("plan");
-    let rep = rt.start_all().await;
-    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+    let logger = fake_logger();
+    let (rt, _) = daemonhost_testkit::data::boot(dir, quiet_config(), |b, slot| {
+        b.register(logger.clone());
+        register_platform(b, slot.clone(), &cfg);
+    })
+    .await;
     Host { rt, logger }
 }
 
@@ -126,26 +107,10 @@ impl Host {
             .and_then(|r| r.details)
             .unwrap_or(Value::Null)
     }
-    /// Wait (10 s at most) until `cond` holds, re-checking after each event on `pattern` and,
-    /// for effects that publish nothing afterwards (a counter), on a 20 ms poll tick.
-    async fn until<F, Fut>(&self, pattern: &str, what: &str, mut cond: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let mut sub = self.rt.bus().subscribe(pattern).expect("subscribe");
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if cond().await {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => panic!("timed out waiting for {what}"),
-                d = sub.recv() => assert!(d.is_some(), "bus closed while waiting for {what}"),
-                _ = tick.tick() => {}
-            }
-        }
+    /// Wait until `cond` holds, re-checking after each event on `pattern` and, for effects
+    /// that publish nothing afterwards (a counter), on a poll tick.
+    async fn until(&self, pattern: &str, what: &str, cond: impl AsyncFnMut() -> bool) {
+        eventually_on(&self.rt.bus(), pattern, what, cond).await;
     }
 }
 
@@ -256,13 +221,7 @@ async fn platform_existing_users_join_general_in_deferred_init_and_new_users_on_
     // Users that exist before the platform daemons ever ran.
     let mut before = Vec::new();
     {
-        let mut b = RuntimeBuilder::new(RuntimeConfig {
-            lag_probe: None,
-            ..Default::default()
-        });
-        b.register(DataDaemon::new(DataConfig::new(dir.path())));
-        let rt = b.build().expect("plan");
-        assert!(rt.start_all().await.failed.is_empty());
+        let (rt, _) = daemonhost_testkit::data::boot(dir.path(), quiet_config(), |_, _| {}).await;
         for i in 0..3 {
             let u = rt
                 .router()
@@ -308,7 +267,7 @@ async fn platform_existing_users_join_general_in_deferred_init_and_new_users_on_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_room_create_join_leave() {
+async fn platform_room_names_are_checked_and_join_leave_and_check_track_membership() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = boot(dir.path()).await;
     let alice = h.user("alice", "human").await;
@@ -386,7 +345,7 @@ async fn platform_room_create_join_leave() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_chat_history_order_and_before_paging() {
+async fn platform_chat_history_pages_back_in_time_order_and_senders_must_be_members() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = boot(dir.path()).await;
     let alice = h.user("alice", "human").await;
@@ -599,9 +558,8 @@ async fn platform_training_example_holds_the_last_n_messages_from_one_query() {
     let r0 = reads().await;
     h.ok("chat/send", json!({ "room": "general", "message": "t5" }))
         .await;
-    tokio::time::timeout(Duration::from_secs(10), created.recv())
+    within("the example's event", created.recv())
         .await
-        .expect("example in time")
         .expect("event");
     let r1 = reads().await;
     assert_eq!(
@@ -725,9 +683,8 @@ async fn platform_governance_propose_vote_finalize_and_tie_needs_review() {
     .await;
     let r = h.ok("decision/finalize", json!({"proposalId": tid})).await;
     assert_eq!(r["status"], "manual_review");
-    let ev = tokio::time::timeout(Duration::from_secs(5), review.recv())
+    let ev = within("the review event", review.recv())
         .await
-        .expect("event in time")
         .expect("event");
     let Delivery::Event(ev) = ev else {
         panic!("lagged")
@@ -782,9 +739,8 @@ async fn platform_governance_finalizes_overdue_proposals_on_its_interval() {
         json!({"proposalId": p["id"], "voter": "a", "option": "y"}),
     )
     .await;
-    let ev = tokio::time::timeout(Duration::from_secs(10), fin.recv())
+    let ev = within("the overdue proposal's finalisation", fin.recv())
         .await
-        .expect("finalised in time")
         .expect("event");
     let Delivery::Event(ev) = ev else {
         panic!("lagged")
@@ -836,7 +792,7 @@ async fn platform_console_forwards_lines_to_the_logger() {
         )
         .await;
     assert!(e.message.starts_with("source:"), "{}", e.message);
-    let seen = h.logger.seen.lock().clone();
+    let seen = h.logger.requests();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|(c, _)| c == "log/write-batch"));
     assert_eq!(seen[0].1["category"], "console/widget");
@@ -851,7 +807,7 @@ async fn platform_console_forwards_lines_to_the_logger() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_cache_counters_move_as_expected() {
+async fn platform_repeated_reads_hit_the_caches_and_data_events_invalidate_them() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = boot(dir.path()).await;
     let alice = h.user("alice", "human").await;
