@@ -1,197 +1,24 @@
 //! AI daemon end to end, inside a real runtime, against a real HTTP server on 127.0.0.1.
 //!
-//! The server is a tiny hand-written HTTP/1.1 responder (one request per connection,
-//! `Connection: close`) speaking the two endpoints of the OpenAI-compatible API the adapter
-//! uses. Nothing leaves the loopback interface; synchronisation is by polling with a timeout.
+//! The server is testkit's `ProviderServer`, a tiny HTTP/1.1 responder (one request per
+//! connection, `Connection: close`) speaking the OpenAI-compatible and Anthropic endpoints the
+//! adapters use. Nothing leaves the loopback interface; synchronisation is by polling with a
+//! timeout.
 
 use daemonhost_ai::{AiConfig, AiDaemon, BreakerConfig, ProviderConfig};
 use daemonhost_runtime::{
-    BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, ErrorCode, Request, Runtime,
-    RuntimeBuilder, RuntimeConfig,
+    CommandSpec, DaemonError, DaemonSpec, ErrorCode, Runtime, RuntimeBuilder,
 };
-use parking_lot::Mutex;
+use daemonhost_testkit::fake::Fake;
+use daemonhost_testkit::http::ProviderServer;
+use daemonhost_testkit::{eventually, quiet_config, within};
 use serde_json::{Value, json};
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const KEY: &str = "sk-test-0123456789";
-
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Poll `probe` until it returns `Some`, for at most 10 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The test server
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Seen {
-    completions: AtomicUsize,
-    models: AtomicUsize,
-    authorization: Mutex<Vec<String>>,
-    /// `x-api-key` and `anthropic-version` of Anthropic requests.
-    anthropic_headers: Mutex<Vec<(String, String)>>,
-    bodies: Mutex<Vec<Value>>,
-}
-
-struct TestServer {
-    /// `http://127.0.0.1:PORT`
-    root: String,
-    /// `{root}/v1`, the OpenAI-compatible base URL.
-    base_url: String,
-    seen: Arc<Seen>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Seen::default());
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    break;
-                };
-                conns.spawn(serve(sock, s.clone()));
-            }
-        });
-        TestServer {
-            root: format!("http://{addr}"),
-            base_url: format!("http://{addr}/v1"),
-            seen,
-            task,
-        }
-    }
-
-    /// Stop accepting and close the listening socket: connections are refused from now on.
-    async fn stop(self) -> Arc<Seen> {
-        self.task.abort();
-        let _ = self.task.await;
-        self.seen
-    }
-}
-
-async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if buf.len() > 64 * 1024 {
-            return;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.lines();
-    let request_line = lines.next().unwrap_or_default().to_owned();
-    let mut content_length = 0usize;
-    let (mut api_key, mut version) = (String::new(), String::new());
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => content_length = v.trim().parse().unwrap_or(0),
-            "authorization" => seen.authorization.lock().push(v.trim().to_owned()),
-            "x-api-key" => api_key = v.trim().to_owned(),
-            "anthropic-version" => version = v.trim().to_owned(),
-            _ => {}
-        }
-    }
-    while buf.len() < head_end + content_length {
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let body: Value =
-        serde_json::from_slice(&buf[head_end..head_end + content_length]).unwrap_or(Value::Null);
-    let (status, reply) = if request_line.starts_with("POST /v1/chat/completions ") {
-        seen.completions.fetch_add(1, Ordering::SeqCst);
-        let last = body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let model = body["model"].clone();
-        seen.bodies.lock().push(body);
-        (
-            "200 OK",
-            json!({
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant",
-                                         "content": format!("pong from test server: {last}")}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
-            }),
-        )
-    } else if request_line.starts_with("POST /v1/messages ") {
-        seen.anthropic_headers.lock().push((api_key, version));
-        let model = body["model"].clone();
-        let system = body["system"].as_str().unwrap_or_default().to_owned();
-        seen.bodies.lock().push(body);
-        (
-            "200 OK",
-            json!({
-                "id": "msg_1", "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": "claude-ish: "},
-                            {"type": "text", "text": format!("system was '{system}'")}],
-                "usage": {"input_tokens": 4, "output_tokens": 6}
-            }),
-        )
-    } else if request_line.starts_with("GET /v1/models ") {
-        seen.models.fetch_add(1, Ordering::SeqCst);
-        (
-            "200 OK",
-            json!({"object": "list", "data": [{"id": "test-model", "object": "model"}]}),
-        )
-    } else {
-        ("404 Not Found", json!({"error": "no such route"}))
-    };
-    let text = reply.to_string();
-    let resp = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
-    let _ = sock.write_all(resp.as_bytes()).await;
-    let _ = sock.shutdown().await;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -205,15 +32,7 @@ fn write_secrets(dir: &std::path::Path, mode: u32) {
 }
 
 async fn runtime_with(daemons: impl FnOnce(&mut RuntimeBuilder)) -> Runtime {
-    let mut b = RuntimeBuilder::new(RuntimeConfig {
-        lag_probe: None,
-        ..RuntimeConfig::default()
-    });
-    daemons(&mut b);
-    let rt = b.build().expect("valid plan");
-    let report = within("start", rt.start_all()).await;
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    rt
+    daemonhost_testkit::boot(quiet_config(), daemons).await
 }
 
 fn provider<'a>(providers: &'a Value, name: &str) -> &'a Value {
@@ -233,7 +52,7 @@ fn ask_generate(text: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_openai_server_answers_then_its_circuit_opens_and_retrieval_answers() {
-    let server = TestServer::start().await;
+    let server = ProviderServer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_secrets(dir.path(), 0o600);
     let config = AiConfig {
@@ -368,62 +187,44 @@ async fn local_openai_server_answers_then_its_circuit_opens_and_retrieval_answer
 }
 
 /// A stand-in search daemon: hits without text, like the real index.
-struct FakeSearch {
-    queries: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Daemon for FakeSearch {
-    type State = ();
-    fn spec(&self) -> DaemonSpec {
-        DaemonSpec::new("search").command(CommandSpec::new("search/messages", "fake"))
-    }
-    async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn handle(&self, _ctx: &Context, _s: &(), req: Request) -> Result<Value, DaemonError> {
-        self.queries.lock().push(req.params);
-        Ok(json!({"hits": [
-            {"id": "m1", "roomId": "general", "score": 2.5, "createdAt": "2026-01-01T00:00:00Z"},
-            {"id": "m2", "roomId": "general", "score": 1.5, "createdAt": "2026-01-01T00:01:00Z"},
-            {"id": "gone", "roomId": "general", "score": 0.5, "createdAt": "2026-01-01T00:02:00Z"}
-        ], "matched": 3}))
-    }
+fn fake_search() -> Fake {
+    Fake::answering(
+        DaemonSpec::new("search").command(CommandSpec::new("search/messages", "fake")),
+        |_| {
+            Ok(json!({"hits": [
+                {"id": "m1", "roomId": "general", "score": 2.5, "createdAt": "2026-01-01T00:00:00Z"},
+                {"id": "m2", "roomId": "general", "score": 1.5, "createdAt": "2026-01-01T00:01:00Z"},
+                {"id": "gone", "roomId": "general", "score": 0.5, "createdAt": "2026-01-01T00:02:00Z"}
+            ], "matched": 3}))
+        },
+    )
 }
 
 /// A stand-in data daemon serving `data/read` for chat messages.
-struct FakeData;
-
-impl Daemon for FakeData {
-    type State = ();
-    fn spec(&self) -> DaemonSpec {
-        DaemonSpec::new("data").command(CommandSpec::new("data/read", "fake"))
-    }
-    async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn handle(&self, _ctx: &Context, _s: &(), req: Request) -> Result<Value, DaemonError> {
-        match req.params["id"].as_str() {
+fn fake_data() -> Fake {
+    Fake::answering(
+        DaemonSpec::new("data").command(CommandSpec::new("data/read", "fake")),
+        |req| match req.params["id"].as_str() {
             Some("m1") => Ok(json!({"id": "m1", "senderName": "ann",
                                     "content": {"text": "The release is on Friday."}})),
             Some("m2") => Ok(json!({"id": "m2", "senderName": "bo",
                                     "content": {"text": "Release notes are in the wiki."}})),
             _ => Err(DaemonError::not_found("no such message")),
-        }
-    }
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieval_composes_its_reply_from_search_hits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let queries = Arc::new(Mutex::new(Vec::new()));
-    let q = queries.clone();
+    let search = fake_search();
     let rt = runtime_with(|b| {
         b.register(AiDaemon::new(AiConfig {
             data_dir: dir.path().to_owned(),
             ..AiConfig::default()
         }));
-        b.register(FakeSearch { queries: q });
-        b.register(FakeData);
+        b.register(search.clone());
+        b.register(fake_data());
     })
     .await;
     let router = rt.router();
@@ -449,7 +250,7 @@ async fn retrieval_composes_its_reply_from_search_hits() {
         "a hit that cannot be read is left out: {text}"
     );
     assert_eq!(
-        queries.lock().first().cloned(),
+        search.requests().first().map(|(_, params)| params.clone()),
         Some(json!({"query": "when is the release?", "roomId": "general", "limit": 5}))
     );
     within("shutdown", rt.shutdown()).await;
@@ -529,7 +330,7 @@ async fn generate_rejects_bad_params_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_adapter_speaks_the_messages_api() {
-    let server = TestServer::start().await;
+    let server = ProviderServer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_secrets(dir.path(), 0o600);
     let rt = runtime_with(|b| {
