@@ -355,7 +355,9 @@ mod tests {
 
     #[tokio::test]
     async fn until_ready_waits_on_real_clock() {
+        // One cell per 5 ms, burst 1: the first is free, the next two each wait for their cell.
         let rl = RateLimiter::new(Quota::with_period(Duration::from_millis(5)).expect("quota"));
+        let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(5), async {
             for _ in 0..3 {
                 rl.until_ready().await;
@@ -363,7 +365,16 @@ mod tests {
         })
         .await
         .expect("three cells within 5s");
-        let _ = RateLimiter::per_second(nz(10)).check();
+        assert!(
+            started.elapsed() >= Duration::from_millis(10),
+            "three cells in {:?}: until_ready did not wait",
+            started.elapsed()
+        );
+        assert!(
+            rl.check().is_err(),
+            "until_ready took the cell it waited for"
+        );
+        assert_eq!(RateLimiter::per_second(nz(10)).check(), Ok(()));
     }
 
     #[test]

@@ -521,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_serialize() {
+    fn pool_stats_serialize_with_their_counters() {
         let p = pool(0, 0);
         let v = serde_json::to_value(p.stats()).expect("serialize");
         assert_eq!(v["threads"], 0);

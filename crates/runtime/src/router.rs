@@ -412,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_basics() {
+    fn edit_distance_is_zero_for_equal_strings_and_counts_each_edit() {
         assert_eq!(edit_distance("ping", "ping"), 0);
         assert_eq!(edit_distance("pnig", "ping"), 2);
         assert_eq!(edit_distance("", "abc"), 3);

@@ -484,7 +484,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bounded_number_of_timers() {
+    async fn registering_past_the_cap_or_with_a_zero_period_is_refused() {
         let _l = COUNTER_LOCK.lock().await;
         let t = Timers::new().with_max_timers(2);
         t.register_interval("a", ms(10), || async {}).expect("a");

@@ -4,8 +4,9 @@
 use daemonhost_runtime::bus::Delivery;
 use daemonhost_runtime::{
     BoxError, Context, Daemon, DaemonError, DaemonSpec, DeferredState, ErrorCode, LifecycleState,
-    OverflowPolicy, Request, RestartPolicy, Runtime, RuntimeBuilder, RuntimeConfig,
+    OverflowPolicy, Request, RestartPolicy, Runtime, RuntimeBuilder,
 };
+use daemonhost_testkit::{eventually, quiet_config, within};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -199,25 +200,12 @@ impl Drop for Dec<'_> {
     }
 }
 
-fn quiet_config() -> RuntimeConfig {
-    RuntimeConfig {
-        lag_probe: None,
-        ..RuntimeConfig::default()
-    }
-}
-
 fn build(daemons: Vec<Td>) -> Runtime {
     let mut b = RuntimeBuilder::new(quiet_config());
     for d in daemons {
         b.register(d);
     }
     b.build().expect("valid plan")
-}
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,10 +273,8 @@ async fn startup_queue_answers_10000_early_requests_in_fifo_order() {
     });
     let all = tokio::spawn(futures_util::future::join_all(asks));
     // Wait until every request is queued, then let the daemon become READY.
-    within("queue fills", async {
-        while rt.reports()[0].queue_depth < 10_000 {
-            tokio::task::yield_now().await;
-        }
+    eventually("10000 requests in the startup queue", async || {
+        rt.reports()[0].queue_depth == 10_000
     })
     .await;
     assert_eq!(rt.reports()[0].state, LifecycleState::Starting);
@@ -336,10 +322,8 @@ async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_f
             tokio::spawn(async move { r.ask(cmd, json!(i)).await })
         })
         .collect();
-    within("queued", async {
-        while rt.reports().iter().map(|r| r.queue_depth).sum::<usize>() < 100 {
-            tokio::task::yield_now().await;
-        }
+    eventually("100 requests queued", async || {
+        rt.reports().iter().map(|r| r.queue_depth).sum::<usize>() == 100
     })
     .await;
     open.send(true).expect("gate");
@@ -386,10 +370,8 @@ async fn startup_queue_overflow_answers_overloaded_under_both_policies() {
             async move { r.ask("q/echo", json!(i)).await }
         });
         let all = tokio::spawn(futures_util::future::join_all(asks));
-        within("queue fills", async {
-            while rt.reports()[0].overflowed < 5 {
-                tokio::task::yield_now().await;
-            }
+        eventually("5 requests overflowed", async || {
+            rt.reports()[0].overflowed == 5
         })
         .await;
         open.send(true).expect("gate");
@@ -445,12 +427,7 @@ async fn deadline_expires_with_timeout_while_handler_runs() {
         .expect_err("timeout");
     assert_eq!(err.code, ErrorCode::Timeout);
     // The handler's future was dropped at the deadline: nothing is left in flight.
-    within("in flight drops", async {
-        while rt.reports()[0].in_flight != 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    eventually("nothing in flight", async || rt.reports()[0].in_flight == 0).await;
     rt.shutdown().await;
 }
 
@@ -537,10 +514,8 @@ async fn blocking_start_shows_longest_poll_at_least_100ms() {
     ]);
     within("start", rt.start_all()).await;
     // The poll is recorded when it returns, which is just after READY is published.
-    within("poll recorded", async {
-        while rt.init_reports()[0].longest_poll_ms < 100.0 {
-            tokio::task::yield_now().await;
-        }
+    eventually("the blocking poll recorded", async || {
+        rt.init_reports()[0].longest_poll_ms >= 100.0
     })
     .await;
     let init = rt.init_reports();
@@ -620,10 +595,8 @@ async fn dependents_can_still_call_dependencies_while_they_drain() {
                 .await
         }
     });
-    within("in flight", async {
-        while rt.reports()[1].in_flight == 0 {
-            tokio::task::yield_now().await;
-        }
+    eventually("top's request in flight", async || {
+        rt.reports()[1].in_flight > 0
     })
     .await;
     let down = within("shutdown", rt.shutdown()).await;
@@ -754,14 +727,9 @@ async fn daemons_receive_declared_events_in_on_event() {
         .expect("publish");
     bus.publish("data:rooms:created", json!({}))
         .expect("publish");
-    let events = within("events", async {
-        loop {
-            let v = rt.router().ask("e/events", json!({})).await.expect("ok");
-            if v.as_array().map(Vec::len) == Some(2) {
-                break v;
-            }
-            tokio::task::yield_now().await;
-        }
+    let events = eventually("two events handled", async || {
+        let v = rt.router().ask("e/events", json!({})).await.expect("ok");
+        (v.as_array().map(Vec::len) == Some(2)).then_some(v)
     })
     .await;
     assert_eq!(events, json!(["data:users:created", "data:rooms:created"]));

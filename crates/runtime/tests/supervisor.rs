@@ -1,6 +1,6 @@
-//! Worker supervision scenarios. The "worker" is this very test binary re-executed in a mode
-//! (`fake_worker_main` below) that speaks the protocol, so the tests exercise real processes,
-//! real signals and real sockets.
+//! Worker supervision scenarios. The "worker" is this very test binary re-executed to run its
+//! ignored test `fake_worker_main` (below), which speaks the protocol, so the tests exercise real
+//! processes, real signals and real sockets.
 
 use daemonhost_protocol::{ErrorCode, Frame, FrameCodec, Response};
 use daemonhost_runtime::supervisor::{WorkerCallError, WorkerSpec, WorkerState, WorkerSupervisor};
@@ -10,12 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::codec::Framed;
 
-/// Entry point of the fake worker; a no-op unless re-executed by a test.
+/// Entry point of the fake worker, run only as the child of the tests below (`--ignored
+/// --exact fake_worker_main`): ignored, so that it never counts as a passing test itself.
 #[test]
+#[ignore = "child process of the supervisor tests; run by them"]
 fn fake_worker_main() {
-    let Ok(mode) = std::env::var("DH_FAKE_WORKER") else {
-        return;
-    };
+    let mode = std::env::var("DH_FAKE_WORKER")
+        .expect("DH_FAKE_WORKER unset: this is the fake worker of the supervisor tests; run those");
     let socket = std::env::var("DH_FAKE_SOCKET").expect("socket path");
     if mode == "crash_at_start" {
         std::process::exit(3);
@@ -62,7 +63,7 @@ fn spec(mode: &str, tag: &str) -> WorkerSpec {
     let socket = PathBuf::from(format!("/tmp/dh-sup-{}-{tag}.sock", std::process::id()));
     let mut s = WorkerSpec::new(format!("fake-{tag}"), "fake", "/bin/sh", socket).args([
         "-c".to_owned(),
-        "DH_FAKE_SOCKET=\"$2\" exec \"$0\" --exact fake_worker_main --nocapture --test-threads=1"
+        "DH_FAKE_SOCKET=\"$2\" exec \"$0\" --ignored --exact fake_worker_main --nocapture --test-threads=1"
             .to_owned(),
         exe.display().to_string(),
     ]);
@@ -115,13 +116,10 @@ async fn sigkilled_worker_fails_in_flight_call_with_cause_and_comes_back() {
         let sup = sup.clone();
         async move { sup.call("sleep", json!({}), Duration::from_secs(20)).await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while sup.status().in_flight == 0 {
-            tokio::task::yield_now().await;
-        }
+    daemonhost_testkit::eventually("the sleep call in flight", async || {
+        sup.status().in_flight > 0
     })
-    .await
-    .expect("in flight");
+    .await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
         nix::sys::signal::Signal::SIGKILL,
