@@ -946,7 +946,7 @@ mod tests {
     }
 
     #[test]
-    fn response_decoding() {
+    fn response_frames_decode_and_malformed_ones_name_the_field() {
         assert_eq!(
             good(
                 r#"{"type":"response","id":null,"success":false,"error":{"code":"frame_too_large","message":"m"}}"#
@@ -974,7 +974,7 @@ mod tests {
     }
 
     #[test]
-    fn event_decoding() {
+    fn event_frames_decode_and_missing_fields_are_named() {
         assert_eq!(
             good(r#"{"type":"event","subscription":3,"topic":"t","data":[1]}"#),
             Frame::Event(EventFrame {
@@ -1004,7 +1004,7 @@ mod tests {
     }
 
     #[test]
-    fn lagged_marker() {
+    fn lagged_count_is_read_only_from_a_lagged_marker() {
         let e = EventFrame::lagged(2, 5);
         assert_eq!(e.lagged_count(), Some(5));
         assert_eq!(

@@ -9,6 +9,7 @@ use daemonhost_protocol::{
     CallError, Client, ClientConfig, ClientError, ErrorCode, EventFrame, Frame, FrameCodec,
     Request, Response, write_frame,
 };
+use daemonhost_testkit::eventually;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -91,17 +92,6 @@ async fn sync(client: &Client, server: &mut ServerConn) {
         .expect("in time")
         .expect("join")
         .expect("ok");
-}
-
-/// Poll `cond` until it holds, yielding between checks, within `LIMIT`.
-async fn eventually(mut cond: impl FnMut() -> bool) {
-    timeout(LIMIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .expect("condition in time");
 }
 
 #[tokio::test]
@@ -232,7 +222,10 @@ async fn disconnect_answers_every_pending_call() {
         let r = timeout(LIMIT, call).await.expect("in time").expect("join");
         assert!(matches!(r, Err(CallError::Disconnected)), "{r:?}");
     }
-    eventually(|| client.is_closed()).await;
+    eventually("the client to see the disconnect", async || {
+        client.is_closed()
+    })
+    .await;
     assert!(matches!(
         client.call("again", json!({}), None).await,
         Err(CallError::Disconnected)
@@ -519,7 +512,7 @@ async fn in_flight_calls_are_bounded() {
     }
     let a = next_request(&mut server).await;
     let b = next_request(&mut server).await;
-    eventually(|| client.pending() == 2).await;
+    eventually("two calls pending", async || client.pending() == 2).await;
     // The third is waiting for a slot, not on the wire: answering one lets it through.
     server
         .send(Frame::Response(Response::ok(a.id, json!(0))))
