@@ -427,7 +427,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn list_params_vector() {
+    async fn list_params_and_vector_commands_answer_and_unknown_ones_are_refused() {
         let s = SearchService::default();
         assert_eq!(
             s.handle("search/list", json!({})).await.expect("ok"),
@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn index_commands() {
+    async fn index_add_remove_and_clear_keep_exact_counts_and_refuse_bad_messages() {
         let s = SearchService::default();
         let r = s
             .handle(

@@ -1,9 +1,10 @@
 //! Logger service: files, batching, reopen, rate-limit notices, stats, shutdown.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use daemonhost_protocol::ErrorCode;
+use daemonhost_testkit::eventually;
 use daemonhost_workers::WorkerService;
 use daemonhost_workers::logger::{Logger, LoggerConfig, LoggerService, LoggerStats};
 use serde_json::{Value, json};
@@ -21,21 +22,6 @@ fn entry(category: &str, message: &str) -> Value {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Poll `check` (flushing first) until it holds or 10 s pass.
-async fn eventually(logger: &Logger, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        logger.flush().await.expect("flush");
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -214,11 +200,12 @@ async fn rate_limit_drop_notice_has_the_exact_count() {
         .expect("write");
     assert_eq!(r["queued"], true);
     let path = root.join("noisy.log");
-    let found = eventually(svc.logger(), || {
+    let logger = svc.logger();
+    eventually("the rate-limit notice in noisy.log", async || {
+        logger.flush().await.expect("flush");
         read(&path).contains("[rate limited: dropped 7 lines in the last ")
     })
     .await;
-    assert!(found, "no notice in {:?}", read(&path));
     let text = read(&path);
     assert_eq!(text.matches("rate limited").count(), 1, "{text}");
     assert!(text.contains(" WARN [logger] [rate limited: dropped 7 lines in the last "));

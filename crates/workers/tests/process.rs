@@ -131,7 +131,7 @@ async fn send_body(raw: &mut Raw, body: &[u8]) {
 }
 
 #[tokio::test]
-async fn hello_and_ping() {
+async fn hello_describes_the_worker_ping_and_echo_answer_and_host_eof_ends_it() {
     let (host, worker) = pair(Arc::default(), ServeConfig::default()).await;
     let client = Client::from_stream(host, ClientConfig::default());
     let hello = client
@@ -405,7 +405,7 @@ async fn run_worker_serves_search_and_logger_kinds() {
 }
 
 #[tokio::test]
-async fn serve_connection_default_config_works() {
+async fn serve_connection_answers_200_pipelined_calls_each_with_its_own_result() {
     let path = socket_path();
     let listener = UnixListener::bind(&path).expect("bind");
     let p2 = path.clone();

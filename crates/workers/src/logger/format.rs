@@ -186,7 +186,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn categories() {
+    fn categories_are_relative_segment_paths_and_traversal_is_refused() {
         for ok in [
             "daemons/chat",
             "personas/0190c6a2-7d1e/cognition",
@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamps() {
+    fn timestamps_are_rfc3339_utc_with_milliseconds_also_before_1970() {
         assert_eq!(&rfc3339_millis(0), b"1970-01-01T00:00:00.000Z");
         // 2026-11-27T21:12:58.123Z
         assert_eq!(
@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn lines() {
+    fn lines_escape_newlines_append_args_and_omit_null_args() {
         let mut out = Vec::new();
         let ts = rfc3339_millis(1_795_813_978_123);
         format_line(

@@ -435,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn bm25_edge_cases() {
+    fn bm25_handles_empty_corpora_no_match_repeated_terms_and_tokenless_documents() {
         let empty: [&str; 0] = [];
         assert_eq!(bm25("x", &empty, 1.2, 0.75, true).scores, Vec::<f64>::new());
         // No match anywhere: all zero, order kept.
@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn vector_cosine() {
+    fn cosine_ranks_by_angle_and_zeroes_mismatched_lengths_and_scores_below_the_threshold() {
         let out = cosine_vectors(
             &[1.0, 0.0, 0.0],
             &[
@@ -493,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn params_apply_and_values() {
+    fn params_apply_to_their_algorithm_and_refuse_another_ones() {
         let mut p = AlgorithmParams::default();
         let o = json!({"k1": 2.0, "b": 0.5});
         p.apply(Algorithm::Bm25, o.as_object().expect("obj"))
