@@ -407,7 +407,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use daemonhost_runtime::{ErrorCode, RuntimeBuilder, RuntimeConfig};
+    use daemonhost_runtime::ErrorCode;
 
     #[test]
     fn rfc3339_formats_known_instants() {
@@ -471,18 +471,47 @@ mod tests {
     }
 
     async fn runtime(cfg: SessionConfig) -> daemonhost_runtime::Runtime {
-        let mut b = RuntimeBuilder::new(RuntimeConfig {
-            lag_probe: None,
-            ..RuntimeConfig::default()
-        });
-        b.register(SessionDaemon::new(cfg));
-        let rt = b.build().expect("plan");
-        assert!(rt.start_all().await.failed.is_empty());
-        rt
+        daemonhost_testkit::boot(daemonhost_testkit::quiet_config(), |b| {
+            b.register(SessionDaemon::new(cfg));
+        })
+        .await
+    }
+
+    /// What the `fmt` subscriber wrote, shared with the writer it is given.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock()).into_owned()
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn session_lifecycle_and_ttl_with_paused_time() {
+    async fn sessions_expire_at_their_ttl_and_the_sweep_timer_frees_them_unasked() {
+        // The sweep timer says what it swept (at debug); the test runtime is current-thread, so
+        // the timer's task logs through this thread's subscriber.
+        let logs = Captured::default();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer({
+                    let logs = logs.clone();
+                    move || logs.clone()
+                })
+                .finish(),
+        );
         let rt = runtime(SessionConfig {
             max_sessions: 2,
             ttl: Duration::from_secs(30),
@@ -521,8 +550,16 @@ mod tests {
         assert_eq!(l["count"], 1);
 
         // The sweep timer alone (no access) frees expired sessions.
+        assert!(
+            !logs.text().contains("Swept expired sessions"),
+            "{}",
+            logs.text()
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
-        tokio::task::yield_now().await;
+        daemonhost_testkit::eventually("the sweep timer to free the expired session", async || {
+            logs.text().contains("Swept expired sessions expired=1")
+        })
+        .await;
         let e = r
             .ask("session/destroy", json!({"id": id}))
             .await

@@ -353,22 +353,20 @@ impl Daemon for EventsDaemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use daemonhost_runtime::{ErrorCode, RuntimeBuilder, RuntimeConfig};
+    use daemonhost_runtime::{ErrorCode, RuntimeConfig};
 
     async fn runtime() -> daemonhost_runtime::Runtime {
-        let mut b = RuntimeBuilder::new(RuntimeConfig::default());
-        b.register(SystemDaemon::default())
-            .register(HealthDaemon::default())
-            .register(EventsDaemon)
-            .register(crate::SessionDaemon::new(crate::SessionConfig::default()));
-        let rt = b.build().expect("valid plan");
-        let report = rt.start_all().await;
-        assert!(report.failed.is_empty(), "{:?}", report.failed);
-        rt
+        daemonhost_testkit::boot(RuntimeConfig::default(), |b| {
+            b.register(SystemDaemon::default())
+                .register(HealthDaemon::default())
+                .register(EventsDaemon)
+                .register(crate::SessionDaemon::new(crate::SessionConfig::default()));
+        })
+        .await
     }
 
     #[tokio::test]
-    async fn system_commands_answer() {
+    async fn ping_list_help_health_and_startup_answer_and_subscribe_needs_a_connection() {
         let rt = runtime().await;
         let r = rt.router();
         let pong = r.ask("ping", Value::Null).await.expect("ping");
