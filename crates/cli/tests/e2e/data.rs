@@ -3,7 +3,6 @@
 
 use crate::harness::*;
 use daemonhost_protocol::Client;
-use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -15,28 +14,19 @@ const T: Option<Duration> = Some(Duration::from_secs(20));
 
 /// A host whose data dir has extra schema files (and optionally a config) before it starts.
 fn host_with_schemas(schemas: &[(&str, Value)], config: Option<&str>) -> Host {
-    let tmp = tempdir();
-    let data = tmp.path().join("data");
-    let dir = data.join("schemas");
+    let mut h = Host::new(BIN);
+    let dir = h.data.join("schemas");
     std::fs::create_dir_all(&dir).expect("mkdir");
     for (name, schema) in schemas {
         std::fs::write(dir.join(format!("{name}.json")), schema.to_string()).expect("schema");
     }
-    let mut args = Vec::new();
-    let cfg_path = tmp.path().join("host.toml");
-    if let Some(cfg) = config {
-        std::fs::write(&cfg_path, cfg).expect("config");
-        args.push("--config".to_owned());
-        args.push(cfg_path.display().to_string());
+    match config {
+        Some(cfg) => {
+            let path = h.write_config(cfg).display().to_string();
+            h.spawn(&["--config", &path], &[]);
+        }
+        None => h.spawn(&[], &[]),
     }
-    let mut h = Host {
-        child: None,
-        socket: data.join("daemonhost.sock"),
-        data,
-        tmp,
-    };
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    h.spawn(&argv, &[]);
     h
 }
 
@@ -101,8 +91,7 @@ async fn data_every_acknowledged_record_survives_sigkill_mid_stream() {
     })
     .await;
     // Kill while the writers are still sending.
-    host.signal(Signal::SIGKILL);
-    host.wait_exit().await;
+    host.kill().await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.await;
@@ -212,8 +201,7 @@ async fn archive_killed_mid_run_loses_and_duplicates_nothing_after_restart() {
         }
     })
     .await;
-    host.signal(Signal::SIGKILL);
-    host.wait_exit().await;
+    host.kill().await;
     let _ = runner.await;
 
     host.spawn(&[], &[]);

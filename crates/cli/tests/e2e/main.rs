@@ -31,7 +31,7 @@ fn err_code(r: &daemonhost_protocol::Response) -> ErrorCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_system_command_answers_over_the_socket() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let t = Some(Duration::from_secs(10));
 
@@ -73,20 +73,14 @@ async fn every_system_command_answers_over_the_socket() {
     );
 
     // The socket answers before every daemon is READY (data opens SQLite): wait for all.
-    let status = tokio::time::timeout(WAIT, async {
-        loop {
-            let s = c
-                .call("health/status", Value::Null, t)
-                .await
-                .expect("status");
-            if s["ready"] == s["count"] {
-                break s;
-            }
-            tokio::task::yield_now().await;
-        }
+    let status = eventually("every daemon READY", async || {
+        let s = c
+            .call("health/status", Value::Null, t)
+            .await
+            .expect("status");
+        (s["ready"] == s["count"]).then_some(s)
     })
-    .await
-    .expect("all ready");
+    .await;
     assert_eq!(status["failed"], 0);
     assert_eq!(status["ready"], status["count"]);
     let metrics = c
@@ -97,17 +91,14 @@ async fn every_system_command_answers_over_the_socket() {
     assert!(metrics["host"]["connections_open"].as_u64().unwrap_or(0) >= 1);
     assert!(metrics["host"]["requests"].as_u64().unwrap_or(0) >= 4);
     // The host's own timings appear once its startup has settled (microseconds after READY).
-    let deadline = std::time::Instant::now() + WAIT;
-    let startup = loop {
+    let startup = eventually("the host's own startup timings", async || {
         let s = c
             .call("system/startup", Value::Null, t)
             .await
             .expect("startup");
-        if !s["host"].is_null() || std::time::Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+        (!s["host"].is_null()).then_some(s)
+    })
+    .await;
     assert_eq!(startup["count"], status["count"]);
     let host_ms = &startup["host"];
     assert!(
@@ -177,7 +168,7 @@ async fn every_system_command_answers_over_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_20000_requests_sent_the_instant_the_socket_accepts_are_all_answered() {
     const N: u64 = 20_000;
-    let host = Host::start();
+    let host = Host::start(BIN);
     // Connect the moment the socket accepts: daemons may still be starting.
     let (mut reader, mut w) = split(host.raw().await);
     let writer = tokio::spawn(async move {
@@ -202,7 +193,7 @@ async fn pipelined_20000_requests_sent_the_instant_the_socket_accepts_are_all_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_malformed_input_gets_its_code_and_the_connection_survives() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let (mut r, mut w) = split(host.raw().await);
     // (body, expected id, expected message start)
     let cases: Vec<(Vec<u8>, Option<u64>, &str)> = vec![
@@ -354,7 +345,7 @@ async fn config_file_sets_the_frame_limit_and_unknown_keys_are_refused() {
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(&cfg, "[host]\nmax_frame_bytes = 1024\n").expect("write");
-    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let host = Host::start_with(BIN, &["--config", cfg.to_str().expect("utf8")], &[]);
     let (mut r, mut w) = split(host.raw().await);
     send(
         &mut w,
@@ -402,7 +393,7 @@ async fn config_prints_every_setting_and_a_host_runs_on_what_it_printed() {
     // The printed file is a valid config: a host runs on it, with the file's setting.
     let printed = tmp.path().join("printed.toml");
     std::fs::write(&printed, &text).expect("write");
-    let host = Host::start_with(&["--config", printed.to_str().expect("utf8")], &[]);
+    let host = Host::start_with(BIN, &["--config", printed.to_str().expect("utf8")], &[]);
     let (mut r, mut w) = split(host.raw().await);
     send(
         &mut w,
@@ -423,7 +414,7 @@ async fn config_prints_every_setting_and_a_host_runs_on_what_it_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_host_on_the_same_data_dir_is_refused() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let out = host.cli(&["run"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -441,10 +432,9 @@ async fn a_second_host_on_the_same_data_dir_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_replaces_the_stale_socket() {
-    let mut host = Host::start();
+    let mut host = Host::start(BIN);
     host.client().await;
-    host.signal(Signal::SIGKILL);
-    let st = host.wait_exit().await;
+    let st = host.kill().await;
     assert_eq!(code(st), 128 + 9);
     assert!(host.socket.exists(), "a killed host leaves its socket file");
     host.spawn(&[], &[]);
@@ -458,7 +448,7 @@ async fn kill_9_then_restart_replaces_the_stale_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        let mut host = Host::start();
+        let mut host = Host::start(BIN);
         let c = host.client().await;
         let mut events = c.subscribe("session:*").await.expect("subscribe");
         c.call("ping", Value::Null, Some(WAIT)).await.expect("ping");
@@ -498,7 +488,7 @@ async fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_request_it_read() {
     const N: u64 = 5_000;
-    let mut host = Host::start();
+    let mut host = Host::start(BIN);
     let (mut r, mut w) = split(host.raw().await);
     let mut all = Vec::new();
     for id in 1..=N {
@@ -530,7 +520,7 @@ async fn sigterm_under_load_answers_every_request_it_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_0600_and_data_dir_is_0700() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     host.client().await;
     let sock = std::fs::metadata(&host.socket).expect("socket");
     assert_eq!(sock.mode() & 0o777, 0o600);
@@ -552,7 +542,7 @@ async fn slow_subscriber_gets_a_lagged_marker_and_loses_nothing_silently() {
         "[host]\nevent_buffer = 4\n[sessions]\nmax_sessions = 50000\n",
     )
     .expect("write");
-    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let host = Host::start_with(BIN, &["--config", cfg.to_str().expect("utf8")], &[]);
     let (mut sub_r, mut sub_w) = split(host.raw().await);
     send(
         &mut sub_w,
@@ -608,7 +598,7 @@ async fn slow_subscriber_gets_a_lagged_marker_and_loses_nothing_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_connection_are_bounded() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let mut streams = Vec::new();
     for _ in 0..64 {
@@ -618,26 +608,21 @@ async fn subscriptions_per_connection_are_bounded() {
     assert_eq!(e.code(), Some(ErrorCode::Overloaded));
     drop(streams.pop());
     // The drop sends events/unsubscribe; a slot frees up.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match c.subscribe("x:*").await {
-            Ok(s) => {
-                streams.push(s);
-                break;
-            }
-            Err(e) => {
-                assert_eq!(e.code(), Some(ErrorCode::Overloaded));
-                assert!(std::time::Instant::now() < deadline, "no slot freed");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    let s = eventually("a subscription slot to free up", async || {
+        let r = c.subscribe("x:*").await;
+        if let Err(e) = &r {
+            assert_eq!(e.code(), Some(ErrorCode::Overloaded), "{e:?}");
         }
-    }
+        r
+    })
+    .await;
+    streams.push(s);
     assert_eq!(streams.len(), 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_call_status_and_events_follow_the_contract() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     host.client().await;
 
     let out = host.cli(&["call", "ping"]);
@@ -758,7 +743,11 @@ async fn systemd_gets_ready_1_when_notify_socket_is_set() {
     let tmp = tempdir();
     let notify = tmp.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&notify).expect("bind");
-    let host = Host::start_with(&[], &[("NOTIFY_SOCKET", notify.to_str().expect("utf8"))]);
+    let host = Host::start_with(
+        BIN,
+        &[],
+        &[("NOTIFY_SOCKET", notify.to_str().expect("utf8"))],
+    );
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(WAIT, sock.recv(&mut buf))
         .await
@@ -783,7 +772,7 @@ async fn connect_now(host: &Host) -> daemonhost_protocol::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_tool_reports_throughput_latency_and_startup() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     host.client().await;
     let out = host.cli(&[
         "bench",
@@ -820,7 +809,7 @@ async fn the_in_flight_bound_holds_by_not_reading_and_nothing_is_dropped() {
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(&cfg, "[host]\nmax_in_flight_per_connection = 4\n").expect("write");
-    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let host = Host::start_with(BIN, &["--config", cfg.to_str().expect("utf8")], &[]);
     let (mut r, mut w) = split(host.raw().await);
     let writer = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -862,7 +851,7 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(&cfg, "[host]\nmax_connections = 2\n").expect("write");
-    let host = Host::start_with(&["--config", cfg.to_str().expect("utf8")], &[]);
+    let host = Host::start_with(BIN, &["--config", cfg.to_str().expect("utf8")], &[]);
     let a = host.client().await;
     // The harness's readiness probe is a connection too: wait until only `a` is open.
     eventually("the probe connection to close", || async {
@@ -890,8 +879,7 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
     );
     drop(a);
     // A slot frees once the first connection has ended.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually("a connection slot to free up", async || {
         let stream = tokio::net::UnixStream::connect(&host.socket)
             .await
             .expect("connect");
@@ -901,12 +889,9 @@ async fn connections_past_the_limit_are_refused_with_overloaded() {
             tokio::io::AsyncWriteExt::write_all(&mut w, &request_frame(1, "ping", Value::Null))
                 .await
                 .is_ok();
-        if wrote && r.response().await.outcome.is_ok() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no slot freed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        wrote && r.response().await.outcome.is_ok()
+    })
+    .await;
 }
 
 /// The host re-executes itself in place (same pid) with `MALLOC_ARENA_MAX=2`, and keeps a
@@ -918,7 +903,7 @@ async fn the_host_runs_with_two_malloc_arenas_unless_told_otherwise() {
         (Vec::new(), "MALLOC_ARENA_MAX=2"),
         (vec![("MALLOC_ARENA_MAX", "4")], "MALLOC_ARENA_MAX=4"),
     ] {
-        let mut host = Host::start_with(&[], &env);
+        let mut host = Host::start_with(BIN, &[], &env);
         let c = host.client().await;
         c.call("ping", Value::Null, Some(WAIT)).await.expect("ping");
         // The process we spawned is the one serving (exec keeps the pid), and its
@@ -935,7 +920,6 @@ async fn the_host_runs_with_two_malloc_arenas_unless_told_otherwise() {
                 .count(),
             1
         );
-        host.signal(Signal::SIGTERM);
-        assert_eq!(code(host.wait_exit().await), 0, "{}", host.log());
+        assert_eq!(code(host.terminate().await), 0, "{}", host.log());
     }
 }

@@ -3,12 +3,13 @@
 //! `data:chat_messages:created` event.
 
 use crate::harness::*;
+use daemonhost_testkit::http::ProviderServer;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_user_joins_general_and_chat_reaches_history_and_subscribers() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let t = Some(Duration::from_secs(10));
 
@@ -108,7 +109,7 @@ async fn platform_user_joins_general_and_chat_reaches_history_and_subscribers() 
 /// `retrieval` adapter, and its reply is an ordinary chat message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persona_answers_in_general_through_retrieval_over_the_real_binary() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let t = Some(Duration::from_secs(10));
     let human = c
@@ -189,67 +190,12 @@ async fn persona_answers_in_general_through_retrieval_over_the_real_binary() {
     assert_eq!(status["counters"]["replies"], 1, "{status}");
 }
 
-/// A minimal OpenAI-compatible server on 127.0.0.1: `POST /v1/chat/completions` answers
-/// "pong from test server", `GET /v1/models` lists one model. Aborting the task closes it.
-async fn openai_test_server() -> (String, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut sock, _)) = listener.accept().await {
-            conns.spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let len = head
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let reply = if head.starts_with("POST /v1/chat/completions ") {
-                    json!({"id": "c1", "object": "chat.completion", "model": "test-model",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "pong from test server"}}]})
-                } else {
-                    json!({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
-                };
-                let text = reply.to_string();
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    (format!("http://{addr}/v1"), task)
-}
-
 /// With a local OpenAI-compatible server configured, the persona's reply comes from it; with the
 /// server gone, its circuit opens and the `retrieval` fallback answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persona_reply_comes_from_the_configured_server_then_the_fallback_when_it_is_down() {
-    let (base_url, server) = openai_test_server().await;
+    let server = ProviderServer::start().await;
+    let base_url = server.base_url.clone();
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(
@@ -262,7 +208,7 @@ async fn persona_reply_comes_from_the_configured_server_then_the_fallback_when_i
         ),
     )
     .expect("config");
-    let host = Host::start_with(&["--config", &cfg.display().to_string()], &[]);
+    let host = Host::start_with(BIN, &["--config", &cfg.display().to_string()], &[]);
     let c = host.client().await;
     let t = Some(Duration::from_secs(10));
     let human = c
@@ -333,14 +279,13 @@ async fn persona_reply_comes_from_the_configured_server_then_the_fallback_when_i
             replies(c, pid)
                 .await
                 .iter()
-                .any(|r| r == "pong from test server")
+                .any(|r| r.starts_with("pong from test server: "))
         }
     })
     .await;
 
     // The server goes away: the next reply comes from retrieval and the circuit is open.
-    server.abort();
-    let _ = server.await;
+    server.stop().await;
     c.call(
         "chat/send",
         json!({"room": "general", "message": "Sage, still there?", "sender": hid}),

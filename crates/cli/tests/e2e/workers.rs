@@ -28,18 +28,15 @@ async fn details(c: &Client, name: &str) -> Value {
 
 /// Poll until the worker of `name` is up and answers (for search: its index is loaded).
 async fn serving_from_worker(c: &Client, name: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{name} to serve from its worker"), async || {
         let d = details(c, name).await;
         if d["servingFrom"] == "worker" && d["worker"]["state"] == "up" {
-            return d;
+            Ok(d)
+        } else {
+            Err(d)
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never served from its worker: {d}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 /// A user, a room and a message with `text`; returns the message id and the room id.
@@ -79,8 +76,7 @@ async fn create_message(c: &Client, text: &str) -> (String, String) {
 
 /// Poll `search/messages` until `id` is a hit.
 async fn wait_found(c: &Client, query: &str, id: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{id} found by '{query}'"), async || {
         let r = c
             .call("search/messages", json!({"query": query}), T)
             .await
@@ -89,11 +85,12 @@ async fn wait_found(c: &Client, query: &str, id: &str) -> Value {
             .as_array()
             .is_some_and(|h| h.iter().any(|x| x["id"] == id))
         {
-            return r;
+            Ok(r)
+        } else {
+            Err(r)
         }
-        assert!(Instant::now() < deadline, "{id} never found: {r}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 fn pid_of(d: &Value) -> u32 {
@@ -105,7 +102,7 @@ fn pid_of(d: &Value) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_logger_and_search_run_as_processes_and_serve() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     for name in ["logger", "search"] {
         let d = serving_from_worker(&c, name).await;
@@ -155,7 +152,7 @@ async fn workers_logger_and_search_run_as_processes_and_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncating_chat_messages_empties_the_search_index_and_it_follows_new_messages() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     serving_from_worker(&c, "search").await;
     let (id, room) = create_message(&c, "the numbat digs").await;
@@ -229,7 +226,7 @@ async fn truncating_chat_messages_empties_the_search_index_and_it_follows_new_me
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_sigkill_under_load_every_request_is_answered_and_the_worker_returns() {
-    let host = Host::start();
+    let host = Host::start(BIN);
     let c = host.client().await;
     let (id, _) = create_message(&c, "pipelined wombat").await;
     serving_from_worker(&c, "search").await;
@@ -274,17 +271,19 @@ async fn workers_sigkill_under_load_every_request_is_answered_and_the_worker_ret
     )
     .expect("kill worker");
     // Back (new pid, up) within a second.
-    let back = loop {
-        let d = details(&c, "search").await;
-        if d["worker"]["state"] == "up" && pid_of(&d) != old {
-            break d;
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(1),
-            "the worker was not back within 1 s: {d}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let back = eventually_for(
+        Duration::from_secs(1),
+        "the worker back with a new pid",
+        async || {
+            let d = details(&c, "search").await;
+            if d["worker"]["state"] == "up" && pid_of(&d) != old {
+                Ok(d)
+            } else {
+                Err(d)
+            }
+        },
+    )
+    .await;
     assert!(killed_at.elapsed() < Duration::from_secs(1));
     assert_eq!(back["worker"]["restarts"], 1, "{back}");
     let cause = back["worker"]["last_cause"].as_str().unwrap_or_default();
@@ -327,19 +326,21 @@ async fn workers_sigkill_under_load_every_request_is_answered_and_the_worker_ret
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_crash_at_start_fails_the_worker_and_the_fallback_serves() {
-    let host = Host::start_with(&[], &[("DAEMONHOST_WORKER_FAULT", "crash_at_start:search")]);
+    let host = Host::start_with(
+        BIN,
+        &[],
+        &[("DAEMONHOST_WORKER_FAULT", "crash_at_start:search")],
+    );
     let c = host.client().await;
-    let d = {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let d = details(&c, "search").await;
-            if d["worker"]["state"] == "failed" {
-                break d;
-            }
-            assert!(Instant::now() < deadline, "never failed: {d}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let d = eventually("the search worker to fail for good", async || {
+        let d = details(&c, "search").await;
+        if d["worker"]["state"] == "failed" {
+            Ok(d)
+        } else {
+            Err(d)
         }
-    };
+    })
+    .await;
     assert_eq!(d["degraded"], true, "{d}");
     assert_eq!(d["worker"]["starts"], 5, "{d}");
     let cause = d["worker"]["last_cause"].as_str().unwrap_or_default();
@@ -366,6 +367,7 @@ async fn workers_crash_at_start_fails_the_worker_and_the_fallback_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_garbage_reply_fails_only_that_request() {
     let host = Host::start_with(
+        BIN,
         &[],
         &[("DAEMONHOST_WORKER_FAULT", "garbage_reply_on:search/stats")],
     );
@@ -423,7 +425,7 @@ fn related_processes(ppid: i32, needle: &str) -> Vec<(i32, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_none_and_no_zombie_remain_after_host_sigterm() {
-    let mut host = Host::start();
+    let mut host = Host::start(BIN);
     let c = host.client().await;
     serving_from_worker(&c, "logger").await;
     serving_from_worker(&c, "search").await;
@@ -439,8 +441,7 @@ async fn workers_none_and_no_zombie_remain_after_host_sigterm() {
         "{workers:?}"
     );
     drop(c);
-    host.signal(Signal::SIGTERM);
-    let st = host.wait_exit().await;
+    let st = host.terminate().await;
     assert_eq!(code(st), 0, "{}", host.log());
     let left = related_processes(host_pid, &needle);
     assert_eq!(left.len(), 0, "left behind: {left:?}");
