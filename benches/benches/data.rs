@@ -18,10 +18,8 @@
 //! (the 1M-row database is only generated when a `data_list_indexed` or `data_startup` benchmark runs).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use daemonhost_data::{
-    DataConfig, DataDaemon, DataStore, Handle, ListParams, StoreConfig, StoreSlot,
-};
-use daemonhost_runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
+use daemonhost_data::{DataStore, Handle, ListParams, StoreConfig, StoreSlot};
+use daemonhost_runtime::Runtime;
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -41,17 +39,7 @@ fn tokio_rt() -> tokio::runtime::Runtime {
 }
 
 async fn boot(dir: &Path) -> (Runtime, StoreSlot) {
-    let mut b = RuntimeBuilder::new(RuntimeConfig {
-        lag_probe: None,
-        ..Default::default()
-    });
-    let d = DataDaemon::new(DataConfig::new(dir));
-    let slot = d.store_slot();
-    b.register(d);
-    let rt = b.build().expect("plan");
-    let rep = rt.start_all().await;
-    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
-    (rt, slot)
+    daemonhost_testkit::data::boot(dir, daemonhost_testkit::quiet_config(), |_, _| {}).await
 }
 
 /// Create the user and room every message references; returns (user id, room id).
@@ -493,18 +481,24 @@ fn bench_startup(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let (elapsed, poll) = trt.block_on(async {
-                        let mut b = RuntimeBuilder::new(RuntimeConfig {
-                            lag_probe: None,
-                            ..Default::default()
-                        });
-                        b.register(DataDaemon::new(DataConfig::new(&root)));
-                        let rt = b.build().expect("plan");
+                        let (rt, _) = daemonhost_testkit::data::build(
+                            &root,
+                            daemonhost_testkit::quiet_config(),
+                            |_, _| {},
+                        );
+                        let mut init = rt
+                            .bus()
+                            .subscribe("system:daemon:init-complete")
+                            .expect("subscribe");
                         let t = Instant::now();
                         let rep = rt.start_all().await;
                         let elapsed = t.elapsed();
                         assert!(rep.failed.is_empty());
-                        // Let deferred init (ANALYZE, quick_check) run, then read the worst poll.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        // Deferred init (ANALYZE, quick_check) runs after READY: once it has
+                        // ended, read the worst poll.
+                        daemonhost_testkit::within("the data daemon's deferred init", init.recv())
+                            .await
+                            .expect("init-complete");
                         let poll = rt
                             .reports()
                             .iter()
