@@ -5,6 +5,7 @@
 //! or CPU-heavy work on an async worker shows it here, whatever else it reports. Counters are
 //! relaxed atomics: they are read for display, never for synchronisation.
 
+use crate::cause::Cause;
 use crate::lifecycle::{DeferredState, LifecycleState};
 use pin_project_lite::pin_project;
 use serde::Serialize;
@@ -123,12 +124,15 @@ pub struct DaemonReport {
     pub state: LifecycleState,
     /// Deferred-init sub-state.
     pub deferred: DeferredState,
-    /// Failure cause, if any.
+    /// Failure cause, if any (in JSON: its human text).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cause_text")]
+    pub cause: Option<Cause>,
+    /// The machine name of `cause` ([`Cause::kind`]), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    /// Deferred-init failure cause, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred_cause: Option<String>,
+    pub cause_kind: Option<&'static str>,
+    /// Deferred-init failure cause, if any (in JSON: its human text).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cause_text")]
+    pub deferred_cause: Option<Cause>,
     /// Start attempts.
     pub attempts: u32,
     /// Required dependencies.
@@ -170,6 +174,14 @@ pub struct DaemonReport {
     /// Daemon-specific status the daemon published with `Context::set_details`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+}
+
+/// A cause as the human string status readers have always seen.
+fn cause_text<S: serde::Serializer>(c: &Option<Cause>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
 }
 
 pub(crate) fn us_to_ms(us: u64) -> f64 {
