@@ -22,7 +22,7 @@ use crate::cause::{Cause, Phase};
 use crate::error::{DaemonError, panic_message};
 use crate::fault::Fault;
 use crate::handle::RuntimeHandle;
-use crate::metrics::{DaemonMetrics, PollTimed, WorkPlace};
+use crate::metrics::{DaemonMetrics, PollTimed, WorkPlace, mark_request};
 use crate::pool::{CpuPool, Placement, PoolError};
 use crate::router::Router;
 use crate::task_set::TaskSet;
@@ -163,6 +163,17 @@ impl Context {
     /// The daemon's metrics.
     pub fn metrics(&self) -> &Arc<DaemonMetrics> {
         &self.inner.metrics
+    }
+
+    /// Say where the request being handled was served: `Worker` when a worker process answered
+    /// it, `Inline` when the daemon's own code did (the default). Each request is counted once,
+    /// at the place reported last, when its handler ends; up to `concurrency` handlers may run
+    /// at once and each keeps its own placement. Called outside a request handler (background
+    /// work), it counts one unit of work at `place` at once.
+    pub fn served_at(&self, place: WorkPlace) {
+        if !mark_request(place) {
+            self.inner.metrics.count_work(place);
+        }
     }
 
     /// Publish daemon-specific status (archive progress, worker placement, ...) shown in this

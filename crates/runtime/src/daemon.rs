@@ -43,7 +43,9 @@ pub trait Daemon: Send + Sync + Sized + 'static {
         async { Ok(()) }
     }
 
-    /// Answer one request. The future is dropped at the request's deadline.
+    /// Answer one request. The future is dropped at the request's deadline. The request is
+    /// counted once in the daemon's work counts: `inline`, unless the handler reports another
+    /// place with [`Context::served_at`] (e.g. `Worker` when a worker process answered it).
     fn handle(
         &self,
         ctx: &Context,

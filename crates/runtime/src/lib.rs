@@ -25,7 +25,7 @@
 //! | `cause.rs` | `Cause` and `Phase`: why a daemon failed |
 //! | `spec.rs` | `DaemonSpec`, `CommandSpec`, `RestartPolicy`, `OverflowPolicy` |
 //! | `lifecycle.rs` | the state machine, its transition table, the `Status` watch |
-//! | `metrics.rs` | `DaemonMetrics`, `PollTimed`, reports |
+//! | `metrics.rs` | `DaemonMetrics`, `PollTimed`, reports, per-request work placement |
 //! | `mailbox.rs` | a daemon's address: one bounded FIFO (startup queue, then mailbox) |
 //! | `plan.rs` | plan validation (every problem at once, cycles as paths) |
 //! | `bus.rs`, `bus/` | the event bus |

@@ -1,10 +1,10 @@
-//! The daemon boundary around background work (background loops, timer ticks, task sets).
-//! Each test is named after what it proves.
+//! The daemon boundary around background work (background loops, timer ticks, task sets) and
+//! per-request work counts. Each test is named after what it proves.
 
 use daemonhost_runtime::bus::Delivery;
 use daemonhost_runtime::{
     BoxError, Cause, Context, Daemon, DaemonError, DaemonSpec, ErrorCode, LifecycleState, Phase,
-    Request, Runtime, RuntimeBuilder, RuntimeConfig, TaskError, TaskSet,
+    Request, Runtime, RuntimeBuilder, RuntimeConfig, TaskError, TaskSet, WorkCounts, WorkPlace,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -171,6 +171,28 @@ impl Daemon for Bd {
                             })
                 });
                 Ok(json!({"ok": ok, "errors": errors.len(), "panicked": panicked}))
+            }
+            "worker" => {
+                ctx.served_at(WorkPlace::Worker);
+                // Other handlers of this daemon run in between: the placement is per request.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(json!("worker"))
+            }
+            "legacy" => {
+                // What placed daemons did before `served_at`: still counted once.
+                ctx.metrics().record_work(WorkPlace::Worker);
+                Ok(json!("legacy"))
+            }
+            "fallback" => {
+                ctx.served_at(WorkPlace::Worker);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                // The worker went away; the fallback served it: the last report wins.
+                ctx.served_at(WorkPlace::Inline);
+                Ok(json!("fallback"))
+            }
+            "plain" => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(json!("plain"))
             }
             _ => Err(DaemonError::bad_request(format!("unknown op {op}"))),
         }
@@ -398,4 +420,77 @@ async fn after_shutdown_no_background_loop_timer_or_task_set_task_is_live() {
         timers_before
     );
     assert_eq!(log.entries(), vec!["held task cancelled"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_request_is_counted_once_where_the_handler_said_it_was_served() {
+    const N: usize = 24;
+    let rt = build(vec![
+        bd(
+            DaemonSpec::new("placed").prefix("placed/").concurrency(8),
+            Mode::Plain,
+        ),
+        bd(
+            DaemonSpec::new("plain").prefix("plain/").concurrency(8),
+            Mode::Plain,
+        ),
+        bd(
+            DaemonSpec::new("mixed").prefix("mixed/").concurrency(8),
+            Mode::Plain,
+        ),
+    ]);
+    rt.start_all().await;
+    let router = rt.router();
+    let asks = |cmds: Vec<&'static str>| {
+        let r = router.clone();
+        futures_util::future::join_all(cmds.into_iter().map(move |c| {
+            let r = r.clone();
+            async move { r.ask(c, json!({})).await.expect("answered") }
+        }))
+    };
+    asks(vec!["placed/worker"; N]).await;
+    asks(vec!["plain/plain"; N]).await;
+    // Interleaved on one task: handlers that report Worker, report nothing, report through the
+    // metrics (as placed daemons did), or report Worker then fall back to Inline.
+    let mixed: Vec<&'static str> = [
+        "mixed/worker",
+        "mixed/plain",
+        "mixed/legacy",
+        "mixed/fallback",
+    ]
+    .into_iter()
+    .cycle()
+    .take(4 * N)
+    .collect();
+    asks(mixed).await;
+    let n = N as u64;
+    let placed = report(&rt, "placed");
+    assert_eq!(placed.handled, n);
+    assert_eq!(
+        placed.work,
+        WorkCounts {
+            worker: n,
+            ..WorkCounts::default()
+        }
+    );
+    let plain = report(&rt, "plain");
+    assert_eq!(plain.handled, n);
+    assert_eq!(
+        plain.work,
+        WorkCounts {
+            inline: n,
+            ..WorkCounts::default()
+        }
+    );
+    let mixed = report(&rt, "mixed");
+    assert_eq!(mixed.handled, 4 * n);
+    assert_eq!(
+        mixed.work,
+        WorkCounts {
+            worker: 2 * n,
+            inline: 2 * n,
+            ..WorkCounts::default()
+        }
+    );
+    rt.shutdown().await;
 }

@@ -9,7 +9,7 @@ use crate::daemon::Daemon;
 use crate::error::{DaemonError, panic_message};
 use crate::lifecycle::DeferredState;
 use crate::mailbox::Envelope;
-use crate::metrics::DaemonMetrics;
+use crate::metrics::{DaemonMetrics, RequestPlace, RequestScope, WorkPlace};
 use crate::router::{Slot, init_report};
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -134,8 +134,9 @@ impl Drop for InFlight<'_> {
 
 /// Serves one request. Guarantees: exactly one answer (a caller already gone is skipped, a
 /// deadline already passed is answered `timeout`, both counted `expired`); the handler's future
-/// is dropped at the deadline; a panic is answered `internal` and counted. No allocation or
-/// lock beyond the handler's own.
+/// is dropped at the deadline; a panic is answered `internal` and counted; the request is
+/// counted once in the work counts, where the handler said it was served (`Inline` if it said
+/// nothing), before the answer is sent. No allocation or lock beyond the handler's own.
 pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     let Envelope { request, reply, .. } = env;
     let counters = &s.slot.mailbox.counters;
@@ -155,8 +156,12 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     let m = &s.slot.metrics;
     m.in_flight.fetch_add(1, Ordering::Relaxed);
     let _guard = InFlight(m);
-    m.work_inline.fetch_add(1, Ordering::Relaxed);
-    let handled = AssertUnwindSafe(s.daemon.handle(s.ctx, s.state, request)).catch_unwind();
+    let place = RequestPlace::default();
+    let handled = AssertUnwindSafe(RequestScope::new(
+        s.daemon.handle(s.ctx, s.state, request),
+        &place,
+    ))
+    .catch_unwind();
     let out = match tokio::time::timeout_at(deadline, handled).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(panic)) => {
@@ -173,6 +178,7 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
             s.slot.name
         ))),
     };
+    m.count_work(place.get().unwrap_or(WorkPlace::Inline));
     m.handled.fetch_add(1, Ordering::Relaxed);
     if out.is_err() {
         m.failed.fetch_add(1, Ordering::Relaxed);
