@@ -144,3 +144,14 @@ pub struct PlanErrors {
     /// The problems, in a stable order.
     pub errors: Vec<PlanError>,
 }
+
+/// The text of a caught panic: its payload if that was a string, otherwise a placeholder.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

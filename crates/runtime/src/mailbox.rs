@@ -49,6 +49,16 @@ impl Envelope {
     }
 }
 
+/// Answer every envelope with `err` (`shutting_down` when none is given).
+pub(crate) fn answer_all(envs: Vec<Envelope>, err: Option<&DaemonError>) {
+    for env in envs {
+        let e = err
+            .cloned()
+            .unwrap_or_else(|| DaemonError::shutting_down("the host is shutting down"));
+        env.fail(e);
+    }
+}
+
 #[derive(Debug)]
 enum Gate {
     /// Accepting; `ready` picks the bound.

@@ -10,10 +10,11 @@
 //! shared pending-request table to leak: a caller that goes away drops its receiver and the daemon
 //! skips the request at dequeue.
 
+use crate::cause::Cause;
 use crate::error::DaemonError;
 use crate::lifecycle::{LifecycleState, Status};
 use crate::mailbox::{Envelope, Mailbox, Request};
-use crate::metrics::{DaemonMetrics, DaemonReport, us_to_ms, work_counts};
+use crate::metrics::{DaemonMetrics, DaemonReport, InitReport, us_to_ms, work_counts};
 use crate::spec::{CommandSpec, DaemonSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -179,12 +180,21 @@ impl Router {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_dropped)) => {
-                let st = slot.status.borrow().state;
+                let (st, cause) = {
+                    let s = slot.status.borrow();
+                    (s.state, s.cause.clone())
+                };
                 if inner.shutting_down.load(Ordering::Acquire)
                     || matches!(st, LifecycleState::Stopping | LifecycleState::Stopped)
                 {
                     Err(DaemonError::shutting_down(format!(
                         "daemon '{}' stopped before answering",
+                        slot.name
+                    )))
+                } else if let (LifecycleState::Failed, Some(cause)) = (st, cause) {
+                    // It crashed with the request in flight (e.g. its background loop died).
+                    Err(DaemonError::unavailable(format!(
+                        "daemon '{}' failed before answering: {cause}",
                         slot.name
                     )))
                 } else {
@@ -316,6 +326,7 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
         name: s.name.to_string(),
         state: st.state,
         deferred: st.deferred,
+        cause_kind: st.cause.as_ref().map(Cause::kind),
         cause: st.cause,
         deferred_cause: st.deferred_cause,
         attempts: st.attempts,
@@ -342,6 +353,25 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
         longest_poll_ms: us_to_ms(m.longest_poll_us()),
         work: work_counts(m),
         details: m.details.lock().clone(),
+    }
+}
+
+/// The init metrics of one daemon (its `system:daemon:init-complete` event).
+pub(crate) fn init_report(s: &Slot) -> InitReport {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = s.status.borrow().clone();
+    let m = &s.metrics;
+    InitReport {
+        daemon: s.name.to_string(),
+        state: st.state,
+        deferred: st.deferred,
+        waited_ms: us_to_ms(m.waited_us.load(Relaxed)),
+        core_init_ms: us_to_ms(m.core_init_us.load(Relaxed)),
+        deferred_init_ms: us_to_ms(m.deferred_init_us.load(Relaxed)),
+        total_ms: us_to_ms(m.total_us.load(Relaxed)),
+        queued_before_ready: s.mailbox.counters.queued_before_ready.load(Relaxed),
+        longest_poll_ms: us_to_ms(m.longest_poll_us()),
+        work: work_counts(m),
     }
 }
 
