@@ -565,4 +565,3 @@ mod tests {
         assert_eq!(snap[2]["health"], "unknown");
     }
 }
-

@@ -2,8 +2,8 @@
 //! `logger`: users, rooms and membership rules, chat, training, governance, console, caches.
 //! Waiting is event-driven (subscribe, then check, then wait for the next event), never a sleep.
 
-use daemonhost_data::StoreSlot;
 use daemonhost_data::{DataConfig, DataDaemon};
+use daemonhost_data_client::DataClient;
 use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PlatformConfig, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// A stand-in for the logger daemon: records every `log/*` request.
 /// The platform daemons, as the binary's catalog registers them.
-fn register_platform(b: &mut RuntimeBuilder, store: StoreSlot, cfg: &PlatformConfig) {
+fn register_platform(b: &mut RuntimeBuilder, store: DataClient, cfg: &PlatformConfig) {
     b.register(UserDaemon::new(store.clone(), cfg.users.clone()));
     b.register(RoomDaemon::new(store.clone(), cfg.rooms.clone()));
     b.register(RoomMembershipDaemon::new(
@@ -69,7 +69,7 @@ async fn boot_with(dir: &Path, cfg: PlatformConfig) -> Host {
         ..Default::default()
     });
     let d = DataDaemon::new(DataConfig::new(dir));
-    let slot = d.store_slot();
+    let slot = DataClient::new(d.local_slot());
     b.register(d);
     let logger = FakeLogger::default();
     b.register(logger.clone());

@@ -174,7 +174,7 @@ pub struct WorkersConfig {
     /// How workers run.
     pub options: WorkerOptions,
     /// Where the search daemon reads `chat_messages` (the data daemon's slot).
-    pub store: daemonhost_data::StoreSlot,
+    pub store: daemonhost_data_client::DataClient,
 }
 
 const ANSWERED_NONE: u8 = 0;
