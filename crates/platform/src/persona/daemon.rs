@@ -468,9 +468,12 @@ fn message_text(m: &Value) -> String {
     }
 }
 
-/// The scheduler: one task ticking every persona when it is due.
+/// The scheduler: one task ticking every persona when it is due. Replies run as tasks of the
+/// daemon's context ([`Context::task_set`]): tracked, timed toward this daemon's longest poll,
+/// cancelled at its stop, and a panicking reply is counted in its `panics` and logged, without
+/// taking the scheduler down.
 async fn schedule(ctx: Context, p: Arc<Personas>) {
-    let mut inflight = tokio::task::JoinSet::new();
+    let mut inflight = ctx.task_set::<()>();
     loop {
         let now = now_ms();
         let (replies, next) = p.tick_due(now);
@@ -486,7 +489,9 @@ async fn schedule(ctx: Context, p: Arc<Personas>) {
                 drop(permit);
             });
         }
-        while inflight.try_join_next().is_some() {}
+        while let Some(done) = inflight.try_join_next() {
+            note_reply(&p, done);
+        }
         let wait = next
             .map(|n| Duration::from_millis(n.saturating_sub(now_ms()).max(1)))
             .unwrap_or(Duration::from_secs(3600));
@@ -494,10 +499,17 @@ async fn schedule(ctx: Context, p: Arc<Personas>) {
             () = ctx.cancelled() => break,
             () = p.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => note_reply(&p, done),
         }
     }
     inflight.abort_all();
+}
+
+/// A finished reply task: a panic (already counted and logged by the runtime) is a failed reply.
+fn note_reply(p: &Personas, done: Result<(), daemonhost_runtime::TaskError>) {
+    if done.is_err() {
+        *p.reply_failures.lock() += 1;
+    }
 }
 
 impl Daemon for PersonaDaemon {
