@@ -16,7 +16,7 @@
 //!
 //! # Files
 //!
-//! Imports between these files form no cycle (checked by `shared/tools/rust-cycles.py`): each
+//! Imports between these files form no cycle: each
 //! file below uses only files listed above it, or its own submodules.
 //!
 //! | file | what |
