@@ -228,18 +228,7 @@ impl Router {
             return Err(self.unknown(&command));
         };
         let slot = &inner.slots[target.slot];
-        if !target.params.is_empty()
-            && let Err(e) = check_declared_iter(
-                &params,
-                target.params.iter().map(|(n, t, r)| (&**n, *t, *r)),
-            )
-        {
-            slot.mailbox
-                .counters
-                .rejected_params
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(e.into());
-        }
+        check(slot, target.params, &params)?;
         let timeout = timeout
             .or(target.timeout)
             .unwrap_or(inner.default_timeout)
@@ -292,6 +281,17 @@ impl Router {
                     slot.mailbox.depth()
                 )))
             }
+        }
+    }
+
+    /// Check `params` against what `command` declares, as [`Router::ask_owned`] does before
+    /// queueing, for a caller that answers a declared command itself (the socket server's
+    /// `events/subscribe`). `Ok` when they pass, and for a command nobody declares (a refusal is
+    /// counted in the daemon's `rejected_params`).
+    pub fn check_params(&self, command: &str, params: &Value) -> Result<(), DaemonError> {
+        match self.inner.exact.get(command) {
+            Some(r) => check(&self.inner.slots[r.slot], &r.params, params),
+            None => Ok(()),
         }
     }
 
@@ -453,6 +453,20 @@ pub(crate) fn init_report(s: &Slot) -> InitReport {
         longest_poll_ms: us_to_ms(m.longest_poll_us()),
         work: work_counts(m),
     }
+}
+
+/// The declared-params check: nothing to do for an empty declaration; a refusal is counted.
+fn check(slot: &Slot, decls: &[Decl], params: &Value) -> Result<(), DaemonError> {
+    if decls.is_empty() {
+        return Ok(());
+    }
+    check_declared_iter(params, decls.iter().map(|(n, t, r)| (&**n, *t, *r))).map_err(|e| {
+        slot.mailbox
+            .counters
+            .rejected_params
+            .fetch_add(1, Ordering::Relaxed);
+        e.into()
+    })
 }
 
 /// A command's declared params as the router checks them: every required one, and every
@@ -710,6 +724,22 @@ mod tests {
             );
         }
         assert_eq!(rejected(&r, "sys"), 0);
+    }
+
+    #[test]
+    fn check_params_is_the_same_check_for_callers_that_answer_a_command_themselves() {
+        let (r, _l) = router(vec![data_spec()]);
+        assert_eq!(
+            r.check_params("data/list", &json!({})),
+            Err(DaemonError::validation("collection: required"))
+        );
+        assert_eq!(
+            r.check_params("data/list", &json!({"collection": "c"})),
+            Ok(())
+        );
+        assert_eq!(r.check_params("data/stats", &json!([1])), Ok(()));
+        assert_eq!(r.check_params("nobody/declares", &json!([1])), Ok(()));
+        assert_eq!(rejected(&r, "data"), 1);
     }
 
     #[test]
