@@ -154,11 +154,12 @@ impl Daemon for DataDaemon {
                 cmd("data/list", "A page of records: filter ($eq $ne $gt $gte $lt $lte $in $nin $exists $contains), orderBy, limit, cursor, fields")
                     .param("collection", "string", true, "collection name")
                     .param("filter", "object", false, "{field: value | {$op: value}}")
-                    .param("orderBy", "array", false, "[{field, direction: asc|desc}] (default createdAt desc)")
+                    .param("orderBy", "array|object|string", false, "[{field, direction: asc|desc}] (default createdAt desc)")
                     .param("limit", "integer", false, "page size, default 100, max 10000; 0 = count only")
                     .param("cursor", "string", false, "nextCursor of the previous page")
                     .param("fields", "array", false, "fields to return (id always)"),
             )
+            .alias("data/query", "data/list")
             .command(
                 cmd("data/count", "Count records matching a filter")
                     .param("collection", "string", true, "collection name")
@@ -187,6 +188,7 @@ impl Daemon for DataDaemon {
                     .param("snapshot", "object", true, "the snapshot"),
             )
             .command(CommandSpec::new("data/collections", "Collections with their fields, indexes and archive rules"))
+            .alias("data/list-collections", "data/collections")
             .command(CommandSpec::new("data/stats", "Database counters, migrations and deferred-init report"))
     }
 

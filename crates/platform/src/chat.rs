@@ -381,7 +381,7 @@ impl Daemon for ChatDaemon {
                     .param("limit", "integer", false, "page size, default 50, max 500")
                     .param(
                         "before",
-                        "string",
+                        "string|integer",
                         false,
                         "message id, RFC 3339 timestamp or epoch ms: only older messages",
                     ),

@@ -402,15 +402,15 @@ impl Daemon for GovernanceDaemon {
                     .param("options", "array", true, "2 to 20 distinct option strings")
                     .param(
                         "deadline",
-                        "string",
+                        "string|integer",
                         false,
                         "epoch ms or RFC 3339 (default: in 24 h)",
                     )
                     .param(
                         "proposer",
                         "string",
-                        true,
-                        "proposer user id (alias proposerId)",
+                        false,
+                        "proposer user id; required, as proposer or its alias proposerId",
                     ),
             )
             .command(

@@ -306,8 +306,8 @@ impl Daemon for UserDaemon {
                     .param(
                         "type",
                         "string",
-                        true,
-                        "human | agent | persona | system (alias: kind)",
+                        false,
+                        "human | agent | persona | system; required, as type or its alias kind",
                     )
                     .param("uniqueId", "string", false, "unique handle")
                     .param(

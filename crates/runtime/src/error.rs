@@ -5,6 +5,7 @@
 //! guessing. Everything that fails while starting (a daemon's `start`, its dependencies, the plan
 //! itself) is typed separately so callers can match on the condition, not on text.
 
+use daemonhost_protocol::params::ParamError;
 use daemonhost_protocol::{ErrorBody, ErrorCode};
 use std::fmt;
 
@@ -90,6 +91,16 @@ impl From<ErrorBody> for DaemonError {
             code: e.code,
             message: e.message,
         }
+    }
+}
+
+/// A params problem answers with its own code (`bad_request` for shape and type, `validation` for
+/// absent or rejected) and its message (`<name>: required`, …): what the router's declared-params
+/// check answers, and what a handler reading with [`daemonhost_protocol::params::Params`] gets
+/// from `?`.
+impl From<ParamError> for DaemonError {
+    fn from(e: ParamError) -> Self {
+        DaemonError::new(e.code(), e.to_string())
     }
 }
 

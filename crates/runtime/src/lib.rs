@@ -30,7 +30,7 @@
 //! | `plan.rs` | plan validation (every problem at once, cycles as paths) |
 //! | `bus.rs`, `bus/` | the event bus |
 //! | `pool.rs`, `timers.rs`, `limits.rs`, `cache.rs`, `lag.rs`, `supervisor.rs` | CPU pool, named timers, rate limits, bounded caches, lag probe, worker processes |
-//! | `router.rs` | routing table, `ask`, per-daemon slots and their reports |
+//! | `router.rs` | routing table (unknown names under a closed prefix refused), `ask` (declared params checked before enqueueing), per-daemon slots and their reports |
 //! | `fault.rs` | a daemon's crash signal: how dead background work fails the daemon |
 //! | `task_set.rs` | `TaskSet`: tracked, timed, guarded short tasks of a daemon |
 //! | `shared.rs` | the state the runtime, its handles and its daemon tasks share |

@@ -82,6 +82,9 @@ pub(crate) struct MailboxCounters {
     pub(crate) overflowed: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) peak_depth: AtomicU64,
+    /// Requests the router refused for breaking the command's declared params; they never
+    /// entered the queue (counted here because this is the daemon's address).
+    pub(crate) rejected_params: AtomicU64,
 }
 
 /// The bounded queue behind a daemon's address.

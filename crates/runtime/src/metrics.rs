@@ -280,6 +280,10 @@ pub struct DaemonReport {
     pub overflowed: u64,
     /// Requests whose deadline passed while queued.
     pub expired: u64,
+    /// Requests the router answered itself because their params broke the command's
+    /// declaration (missing required param, wrong type, not an object); never queued, so not
+    /// counted in `handled` or `failed`.
+    pub rejected_params: u64,
     /// Requests answered.
     pub handled: u64,
     /// Requests answered with an error.

@@ -464,6 +464,10 @@ impl Daemon for SearchDaemon {
                 "search/reindex",
                 "Empty the message index and load it again from chat_messages (answers miss messages until the load ends; health/status shows index.reindexes and lastLoadMs) -> {scheduled}",
             ))
+            .command(CommandSpec::new(
+                "search/index-clear",
+                "Refused through the router (the index follows chat_messages): use search/reindex",
+            ))
             .command(CommandSpec::new("search/stats", "Index counters"))
     }
 
