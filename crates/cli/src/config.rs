@@ -59,6 +59,7 @@
 use anyhow::{Context as _, bail};
 use daemonhost_ai::AiConfig;
 use daemonhost_data::{ArchiveConfig, DataConfig, StoreSlot};
+use daemonhost_data_client::DataClient;
 use daemonhost_platform::PersonasConfig;
 use daemonhost_platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
@@ -470,7 +471,7 @@ impl Config {
     }
 
     /// The worker-backed daemons' settings for the host of `data_dir`.
-    pub fn workers_config(&self, data_dir: &Path, store: StoreSlot) -> WorkersConfig {
+    pub fn workers_config(&self, data_dir: &Path, store: DataClient) -> WorkersConfig {
         let w = &self.workers;
         let options = WorkerOptions {
             ping_interval: Duration::from_millis(w.ping_interval_ms),
@@ -572,7 +573,7 @@ mod tests {
             .expect("parse");
         assert_eq!(c.workers.search, Placement::InProcess);
         assert_eq!(c.workers.logger, Placement::Process);
-        let w = c.workers_config(Path::new("/tmp/x"), StoreSlot::default());
+        let w = c.workers_config(Path::new("/tmp/x"), DataClient::routed());
         assert_eq!(w.options.ping_interval, Duration::from_millis(200));
         assert!(Config::parse("[workers]\nsearch = \"elsewhere\"\n").is_err());
         assert!(Config::parse("[workers]\nstart_limit_burst = 0\n").is_err());

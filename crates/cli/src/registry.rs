@@ -20,6 +20,7 @@
 use crate::config::Config;
 use daemonhost_ai::AiDaemon;
 use daemonhost_data::{ArchiveDaemon, DataDaemon};
+use daemonhost_data_client::DataClient;
 use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PersonaDaemon, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
@@ -74,9 +75,10 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
 
     // Data and what stores through it.
     let data = DataDaemon::new(cfg.data_config(data_dir));
-    let store = data.store_slot();
+    // The data client of every daemon that stores: in-process while `data` runs here.
+    let store = DataClient::new(data.local_slot());
+    builder.register(ArchiveDaemon::new(cfg.archive_config(data.store_slot())));
     builder.register(data);
-    builder.register(ArchiveDaemon::new(cfg.archive_config(store.clone())));
 
     // The worker-placed daemons.
     let workers = cfg.workers_config(data_dir, store.clone());

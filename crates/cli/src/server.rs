@@ -39,6 +39,7 @@
 //! connection after flushing what is already encoded.
 
 use bytes::{Buf, BytesMut};
+use daemonhost_protocol::params::Params;
 use daemonhost_protocol::{
     CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, RawFrameCodec, Response,
     write_frame,
@@ -470,13 +471,11 @@ impl Conn<'_> {
     }
 
     fn subscribe(&mut self, params: &Value) -> Result<(u64, Subscription), DaemonError> {
-        let pattern = match params.get("pattern") {
-            None | Some(Value::Null) => {
-                return Err(DaemonError::validation("field 'pattern' is required"));
-            }
-            Some(Value::String(p)) => p,
-            Some(_) => return Err(DaemonError::bad_request("field 'pattern' must be a string")),
-        };
+        self.shared
+            .router
+            .check_params("events/subscribe", params)?;
+        let p = Params::new(params.clone())?;
+        let pattern = p.str("pattern")?;
         let max = self.shared.cfg.max_subscriptions;
         if self.subs.list.len() >= max {
             return Err(DaemonError::overloaded(format!(
@@ -501,14 +500,10 @@ impl Conn<'_> {
     }
 
     fn unsubscribe(&mut self, params: &Value) -> Result<Value, DaemonError> {
-        let sid = match params.get("subscription") {
-            None | Some(Value::Null) => {
-                return Err(DaemonError::validation("field 'subscription' is required"));
-            }
-            Some(v) => v.as_u64().ok_or_else(|| {
-                DaemonError::bad_request("field 'subscription' must be a non-negative integer")
-            })?,
-        };
+        self.shared
+            .router
+            .check_params("events/unsubscribe", params)?;
+        let sid = Params::new(params.clone())?.u64("subscription")?;
         match self.subs.list.iter().position(|(id, _)| *id == sid) {
             Some(i) => {
                 // Dropping the handle unsubscribes from the bus at once.

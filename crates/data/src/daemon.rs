@@ -5,6 +5,7 @@ use crate::{
     BatchOp, BatchOutput, BatchReturn, DataError, DataStore, DbOptions, DeferredReport, Handle,
     ListParams, StoreConfig, schema,
 };
+use daemonhost_data_client::LocalSlot;
 
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
@@ -78,6 +79,7 @@ impl DataConfig {
 pub struct DataDaemon {
     config: DataConfig,
     slot: StoreSlot,
+    local: LocalSlot,
 }
 
 impl DataDaemon {
@@ -86,7 +88,14 @@ impl DataDaemon {
         DataDaemon {
             config,
             slot: StoreSlot::new(),
+            local: LocalSlot::new(),
         }
+    }
+
+    /// The slot the data client's in-process path reads ([`daemonhost_data_client::DataClient`]):
+    /// the store while the daemon runs, empty otherwise.
+    pub fn local_slot(&self) -> LocalSlot {
+        self.local.clone()
     }
 
     /// The slot where the store appears once the daemon has started.
@@ -145,11 +154,12 @@ impl Daemon for DataDaemon {
                 cmd("data/list", "A page of records: filter ($eq $ne $gt $gte $lt $lte $in $nin $exists $contains), orderBy, limit, cursor, fields")
                     .param("collection", "string", true, "collection name")
                     .param("filter", "object", false, "{field: value | {$op: value}}")
-                    .param("orderBy", "array", false, "[{field, direction: asc|desc}] (default createdAt desc)")
+                    .param("orderBy", "array|object|string", false, "[{field, direction: asc|desc}] (default createdAt desc)")
                     .param("limit", "integer", false, "page size, default 100, max 10000; 0 = count only")
                     .param("cursor", "string", false, "nextCursor of the previous page")
                     .param("fields", "array", false, "fields to return (id always)"),
             )
+            .alias("data/query", "data/list")
             .command(
                 cmd("data/count", "Count records matching a filter")
                     .param("collection", "string", true, "collection name")
@@ -168,7 +178,17 @@ impl Daemon for DataDaemon {
                 CommandSpec::new("data/schema", "Loaded schemas and schema-file problems")
                     .param("collection", "string", false, "one collection"),
             )
+            .command(
+                CommandSpec::new("data/snapshot-read", "A persona's saved snapshot ({persona, snapshot: object|null})")
+                    .param("persona", "string", true, "persona id ([A-Za-z0-9_-]{1,64})"),
+            )
+            .command(
+                CommandSpec::new("data/snapshot-write", "Save a persona's snapshot in its own database, replacing the previous one")
+                    .param("persona", "string", true, "persona id ([A-Za-z0-9_-]{1,64})")
+                    .param("snapshot", "object", true, "the snapshot"),
+            )
             .command(CommandSpec::new("data/collections", "Collections with their fields, indexes and archive rules"))
+            .alias("data/list-collections", "data/collections")
             .command(CommandSpec::new("data/stats", "Database counters, migrations and deferred-init report"))
     }
 
@@ -190,6 +210,7 @@ impl Daemon for DataDaemon {
         sc.primary.max_group = self.config.max_group;
         let store = DataStore::open(sc, schemas, Some(ctx.bus().clone())).await?;
         self.slot.set(Some(store.clone()));
+        self.local.set(Some(Arc::new(store.clone())));
         Ok(DataState {
             store,
             deferred: Mutex::new(None),
@@ -216,6 +237,7 @@ impl Daemon for DataDaemon {
 
     async fn stop(&self, _ctx: &Context, state: DataState) {
         self.slot.set(None);
+        self.local.set(None);
         state.store.close().await;
     }
 }
@@ -265,7 +287,7 @@ fn opt_version(p: &Map<String, Value>) -> Result<Option<i64>, DataError> {
 fn handle_of(p: &Map<String, Value>) -> Result<Handle, DataError> {
     match opt_str(p, "handle")?.or(opt_str(p, "dbHandle")?) {
         None => Ok(Handle::Primary),
-        Some(h) => Handle::parse(&h),
+        Some(h) => Ok(Handle::parse(&h)?),
     }
 }
 
@@ -298,6 +320,24 @@ fn batch_op(i: usize, v: Value) -> Result<BatchOp, DataError> {
             )));
         }
     })
+}
+
+/// The `persona` param of the snapshot commands: a valid persona id.
+fn persona_of(p: &Map<String, Value>) -> Result<String, DataError> {
+    match p.get("persona") {
+        Some(Value::String(s)) if daemonhost_data_client::is_persona_id(s) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(DataError::validation(
+            "persona_snapshot",
+            "persona",
+            "must be 1-64 of [A-Za-z0-9_-]",
+        )),
+        None | Some(Value::Null) => Err(DataError::validation(
+            "persona_snapshot",
+            "persona",
+            "required",
+        )),
+        Some(_) => Err(DataError::BadRequest("persona: must be a string".into())),
+    }
 }
 
 /// Most operations in one `data/batch`.
@@ -456,6 +496,32 @@ async fn dispatch(
                 })
                 .collect();
             Ok(json!({ "collections": list, "problems": set.problems }))
+        }
+        "data/snapshot-read" => {
+            let persona = persona_of(&p)?;
+            let snapshot = store.snapshot_read(&persona).await?;
+            Ok(object([
+                ("persona", Value::String(persona)),
+                ("snapshot", snapshot.unwrap_or(Value::Null)),
+            ]))
+        }
+        "data/snapshot-write" => {
+            let persona = persona_of(&p)?;
+            let snapshot = match p.remove("snapshot") {
+                Some(v @ Value::Object(_)) => v,
+                None | Some(Value::Null) => {
+                    return Err(DataError::validation(
+                        "persona_snapshot",
+                        "snapshot",
+                        "required",
+                    ));
+                }
+                Some(_) => {
+                    return Err(DataError::BadRequest("snapshot: must be an object".into()));
+                }
+            };
+            store.snapshot_write(&persona, &snapshot).await?;
+            Ok(object([("persona", Value::String(persona))]))
         }
         "data/stats" => {
             let s = store.primary().stats();

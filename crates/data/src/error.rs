@@ -129,6 +129,28 @@ impl DataError {
     }
 }
 
+impl From<daemonhost_data_client::InvalidHandle> for DataError {
+    fn from(e: daemonhost_data_client::InvalidHandle) -> Self {
+        DataError::BadRequest(e.to_string())
+    }
+}
+
+impl From<DataError> for daemonhost_data_client::DataClientError {
+    fn from(e: DataError) -> Self {
+        use daemonhost_data_client::DataClientError as C;
+        let message = e.to_string();
+        match e {
+            DataError::NotFound { .. } => C::NotFound { message },
+            DataError::VersionConflict { .. } => C::VersionConflict { message },
+            DataError::Validation { field, .. } => C::Validation {
+                field: Some(field),
+                message,
+            },
+            other => C::Other(other.to_daemon_error()),
+        }
+    }
+}
+
 impl From<DataError> for DaemonError {
     fn from(e: DataError) -> Self {
         e.to_daemon_error()

@@ -45,6 +45,7 @@ pub mod engine;
 pub mod error;
 pub mod field;
 pub mod ids;
+mod local;
 pub mod query;
 pub mod schema;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::ids::IdBlock;
 use crate::query::{self, OrderKey};
 use crate::schema::{CollectionSchema, FieldDef, SYSTEM_FIELDS, SchemaSet};
 use crate::value::{Coerced, coerce, coerce_ref, now_text, to_json};
+pub use daemonhost_data_client::{BatchOp, Handle, ListParams, Page};
 use daemonhost_runtime::EventBus;
 use parking_lot::Mutex;
 use rusqlite::types::Value as Sql;
@@ -30,51 +31,6 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// A database handle name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Handle {
-    /// The main database.
-    Primary,
-    /// The archive files (read-only to callers).
-    Archive,
-    /// One persona's private database.
-    Persona(String),
-}
-
-impl Handle {
-    /// Parse `primary`, `archive` or `persona:<id>`.
-    pub fn parse(s: &str) -> Result<Handle, DataError> {
-        match s {
-            "primary" | "" => Ok(Handle::Primary),
-            "archive" => Ok(Handle::Archive),
-            _ => match s.strip_prefix("persona:") {
-                Some(id) if is_persona_id(id) => Ok(Handle::Persona(id.to_owned())),
-                _ => Err(DataError::BadRequest(format!(
-                    "unknown handle '{}' (primary, archive, persona:<id> with id [A-Za-z0-9_-]{{1,64}})",
-                    s.chars().take(80).collect::<String>()
-                ))),
-            },
-        }
-    }
-
-    /// The handle's name.
-    pub fn as_string(&self) -> String {
-        match self {
-            Handle::Primary => "primary".into(),
-            Handle::Archive => "archive".into(),
-            Handle::Persona(id) => format!("persona:{id}"),
-        }
-    }
-}
-
-fn is_persona_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// Where the store keeps its files and how its databases are tuned.
 #[derive(Debug, Clone)]
@@ -184,38 +140,6 @@ pub struct DataStore {
     inner: Arc<StoreInner>,
 }
 
-/// One operation of [`DataStore::batch`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum BatchOp {
-    /// Create a record.
-    Create {
-        /// Collection.
-        collection: String,
-        /// Id (UUID v7 if absent).
-        id: Option<String>,
-        /// Fields.
-        data: Map<String, Value>,
-    },
-    /// Update a record.
-    Update {
-        /// Collection.
-        collection: String,
-        /// Id.
-        id: String,
-        /// Fields to change.
-        data: Map<String, Value>,
-        /// Optimistic check.
-        version: Option<i64>,
-    },
-    /// Delete a record.
-    Delete {
-        /// Collection.
-        collection: String,
-        /// Id.
-        id: String,
-    },
-}
-
 /// What [`DataStore::batch_returning`] answers with (`return` of `data/batch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchReturn {
@@ -239,32 +163,9 @@ pub enum BatchOutput {
     Count(usize),
 }
 
-/// A page of `list`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    /// Records in order.
-    pub items: Vec<Value>,
-    /// Number of items (or, with `limit: 0`, the number of matching records).
-    pub count: u64,
-    /// Pass back as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Parameters of `list` beyond the collection.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ListParams {
-    /// Filter object.
-    pub filter: Option<Value>,
-    /// orderBy value.
-    pub order_by: Option<Value>,
-    /// Page size (0 = count only).
-    pub limit: Option<Value>,
-    /// Cursor from a previous page.
-    pub cursor: Option<String>,
-    /// Projection.
-    pub fields: Option<Value>,
-}
+/// The table of a persona's snapshot, in its own database.
+const SNAPSHOT_DDL: &str = "CREATE TABLE IF NOT EXISTS persona_snapshot (
+    id TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated_at INTEGER NOT NULL)";
 
 impl DataStore {
     /// Open `primary`, apply `schemas` (indexes on non-empty tables are deferred to
@@ -394,6 +295,60 @@ impl DataStore {
         if let Some(db) = db {
             db.close().await;
         }
+    }
+
+    /// A persona's snapshot, if one was saved. Opens the persona's database, reads, and closes
+    /// it again (snapshots are rare: no writer thread is kept per persona).
+    pub async fn snapshot_read(&self, persona: &str) -> Result<Option<Value>, DataError> {
+        let db = self.db(&Handle::Persona(persona.to_owned())).await?;
+        let key = persona.to_owned();
+        let text = db
+            .write(move |conn| {
+                conn.execute(SNAPSHOT_DDL, [])
+                    .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
+                conn.query_row(
+                    "SELECT snapshot FROM persona_snapshot WHERE id = ?1",
+                    [&key],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))
+            })
+            .await;
+        self.close_persona(persona).await;
+        match text? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| DataError::Sqlite {
+                    handle: format!("persona:{persona}"),
+                    op: "parse snapshot".into(),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    /// Save a persona's snapshot, replacing the previous one; closes the database after.
+    pub async fn snapshot_write(&self, persona: &str, snapshot: &Value) -> Result<(), DataError> {
+        let db = self.db(&Handle::Persona(persona.to_owned())).await?;
+        let text = snapshot.to_string();
+        let id = persona.to_owned();
+        let at = crate::value::now_ms();
+        let written = db
+            .write(move |conn| {
+                conn.execute(SNAPSHOT_DDL, [])
+                    .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
+                conn.execute(
+                    "INSERT INTO persona_snapshot (id, snapshot, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+                    rusqlite::params![id, text, at],
+                )
+                .map_err(|e| DataError::sqlite("persona", "write snapshot", &e))?;
+                Ok(())
+            })
+            .await;
+        self.close_persona(persona).await;
+        written
     }
 
     /// Names of the persona databases open now.

@@ -765,8 +765,8 @@ async fn data_restart_applies_additive_schema_changes() {
 }
 
 async fn boot_with_archive(dir: &Path, crash: CrashPoint) -> (Runtime, StoreSlot) {
-    daemonhost_testkit::data::boot(dir, quiet_config(), |b, slot| {
-        b.register(ArchiveDaemon::new(archive_config(slot, crash)));
+    daemonhost_testkit::data::boot(dir, quiet_config(), |b, slots| {
+        b.register(ArchiveDaemon::new(archive_config(&slots.store, crash)));
     })
     .await
 }

@@ -58,9 +58,9 @@ fn tell(line: &str) {
 }
 
 async fn boot(dir: &Path, archive: Option<CrashPoint>) -> (Runtime, StoreSlot) {
-    daemonhost_testkit::data::boot(dir, quiet_config(), |b, slot| {
+    daemonhost_testkit::data::boot(dir, quiet_config(), |b, slots| {
         if let Some(crash) = archive {
-            b.register(ArchiveDaemon::new(archive_config(slot, crash)));
+            b.register(ArchiveDaemon::new(archive_config(&slots.store, crash)));
         }
     })
     .await

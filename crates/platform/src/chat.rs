@@ -28,10 +28,10 @@
 
 use crate::users::SYSTEM_UNIQUE_ID;
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, short, stats_json, store_of,
+    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, short, stats_json,
 };
-use daemonhost_data::value::{format_ms, now_ms, parse_date_ms};
-use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
+use daemonhost_protocol::time::{format_ms, now_ms, parse_date_ms};
 use daemonhost_runtime::{
     BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, ErrorCode,
     Request,
@@ -62,13 +62,13 @@ impl Default for ChatConfig {
 /// The chat daemon (name `chat`).
 #[derive(Debug, Clone)]
 pub struct ChatDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: ChatConfig,
 }
 
 impl ChatDaemon {
     /// A chat daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: ChatConfig) -> Self {
+    pub fn new(store: DataClient, cfg: ChatConfig) -> Self {
         ChatDaemon { store, cfg }
     }
 }
@@ -79,7 +79,7 @@ type Slot = Arc<OnceCell<String>>;
 /// The running chat daemon's state.
 #[derive(Debug)]
 pub struct ChatState {
-    store: DataStore,
+    store: Data,
     dedup: BoundedCache<String, Slot>,
     system_id: String,
     sent: AtomicU64,
@@ -110,7 +110,7 @@ impl ChatState {
         }));
     }
 
-    async fn page(&self, filter: Value, limit: usize) -> Result<Vec<Value>, DataError> {
+    async fn page(&self, filter: Value, limit: usize) -> Result<Vec<Value>, DataClientError> {
         Ok(self
             .store
             .list(
@@ -235,7 +235,9 @@ async fn send(
                     .await
                 {
                     Ok(msg) => (msg, true),
-                    Err(DataError::NotFound { .. }) => (json!({ "id": id, "deleted": true }), true),
+                    Err(DataClientError::NotFound { .. }) => {
+                        (json!({ "id": id, "deleted": true }), true)
+                    }
                     Err(e) => return Err(e.into()),
                 },
             }
@@ -289,7 +291,7 @@ async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, 
                 // same-millisecond messages with a smaller id, then the older ones.
                 let anchor = match state.store.read(&Handle::Primary, "chat_messages", s).await {
                     Ok(m) => m,
-                    Err(DataError::NotFound { .. }) => {
+                    Err(DataClientError::NotFound { .. }) => {
                         return Err(DaemonError::validation(format!(
                             "before: no message with id '{}' (or give a timestamp)",
                             short(s)
@@ -379,7 +381,7 @@ impl Daemon for ChatDaemon {
                     .param("limit", "integer", false, "page size, default 50, max 500")
                     .param(
                         "before",
-                        "string",
+                        "string|integer",
                         false,
                         "message id, RFC 3339 timestamp or epoch ms: only older messages",
                     ),
@@ -387,7 +389,7 @@ impl Daemon for ChatDaemon {
     }
 
     async fn start(&self, ctx: &Context) -> Result<ChatState, BoxError> {
-        let store = store_of(&self.store)?;
+        let store = self.store.bind(ctx.router());
         let system = find_by_unique(&store, "users", SYSTEM_UNIQUE_ID)
             .await
             .map_err(|source| PlatformError::Data {

@@ -19,9 +19,9 @@
 //! bare `setInterval`. Writes are version-checked and retried a bounded number of times, so a
 //! vote racing the finaliser either lands before the tally or is refused after it, never lost.
 
-use crate::util::{MAX_KEY, Params, obj, short, store_of, version_of};
-use daemonhost_data::value::{format_ms, now_ms, parse_date_ms};
-use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use crate::util::{MAX_KEY, Params, obj, short, version_of};
+use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
+use daemonhost_protocol::time::{format_ms, now_ms, parse_date_ms};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
@@ -65,13 +65,13 @@ impl Default for GovernanceConfig {
 /// The governance daemon (name `governance`).
 #[derive(Debug, Clone)]
 pub struct GovernanceDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: GovernanceConfig,
 }
 
 impl GovernanceDaemon {
     /// A governance daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: GovernanceConfig) -> Self {
+    pub fn new(store: DataClient, cfg: GovernanceConfig) -> Self {
         GovernanceDaemon { store, cfg }
     }
 }
@@ -89,7 +89,7 @@ struct Counters {
 /// What finalising needs; shared with the interval's closure.
 #[derive(Debug)]
 struct Core {
-    store: DataStore,
+    store: Data,
     min_votes: usize,
     max_per_tick: usize,
     counters: Counters,
@@ -165,7 +165,7 @@ impl Core {
             .await
         {
             Ok(p) => Ok(p),
-            Err(DataError::NotFound { .. }) => Err(not_found(id)),
+            Err(DataClientError::NotFound { .. }) => Err(not_found(id)),
             Err(e) => Err(e.into()),
         }
     }
@@ -225,7 +225,7 @@ impl Core {
                     );
                     return Ok((done, true));
                 }
-                Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+                Err(DataClientError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -383,7 +383,7 @@ async fn vote(core: &Core, p: &Params) -> Result<Value, DaemonError> {
                 core.counters.votes.fetch_add(1, Ordering::Relaxed);
                 return Ok(rec);
             }
-            Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+            Err(DataClientError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
             Err(e) => return Err(e.into()),
         }
     }
@@ -402,15 +402,15 @@ impl Daemon for GovernanceDaemon {
                     .param("options", "array", true, "2 to 20 distinct option strings")
                     .param(
                         "deadline",
-                        "string",
+                        "string|integer",
                         false,
                         "epoch ms or RFC 3339 (default: in 24 h)",
                     )
                     .param(
                         "proposer",
                         "string",
-                        true,
-                        "proposer user id (alias proposerId)",
+                        false,
+                        "proposer user id; required, as proposer or its alias proposerId",
                     ),
             )
             .command(
@@ -455,7 +455,7 @@ impl Daemon for GovernanceDaemon {
 
     async fn start(&self, ctx: &Context) -> Result<GovernanceState, BoxError> {
         let core = Arc::new(Core {
-            store: store_of(&self.store)?,
+            store: self.store.bind(ctx.router()),
             min_votes: self.cfg.min_votes,
             max_per_tick: self.cfg.max_per_tick,
             counters: Counters::default(),

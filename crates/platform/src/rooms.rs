@@ -40,10 +40,10 @@
 use crate::users::ensure_system_user;
 use crate::util::{
     MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
-    stats_json, store_of, version_of,
+    stats_json, version_of,
 };
-use daemonhost_data::value::now_text;
-use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
+use daemonhost_protocol::time::now_text;
 use daemonhost_runtime::{
     BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery,
     Request,
@@ -86,13 +86,13 @@ impl Default for RoomConfig {
 /// The room daemon (name `room`).
 #[derive(Debug, Clone)]
 pub struct RoomDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: RoomConfig,
 }
 
 impl RoomDaemon {
     /// A room daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: RoomConfig) -> Self {
+    pub fn new(store: DataClient, cfg: RoomConfig) -> Self {
         RoomDaemon { store, cfg }
     }
 }
@@ -108,7 +108,7 @@ struct Members {
 /// The running room daemon's state.
 #[derive(Debug)]
 pub struct RoomState {
-    store: DataStore,
+    store: Data,
     names: BoundedCache<String, String>,
     members: BoundedCache<String, Members>,
     write: tokio::sync::Mutex<()>,
@@ -160,11 +160,11 @@ fn room_name(room: &Value) -> String {
 
 /// Create room `slug` owned by `owner` unless it exists; returns it.
 async fn ensure_room(
-    store: &DataStore,
+    store: &Data,
     slug: &str,
     owner: &str,
     extra: Map<String, Value>,
-) -> Result<(Value, bool), DataError> {
+) -> Result<(Value, bool), DataClientError> {
     if let Some(r) = find_by_unique(store, "rooms", slug).await? {
         return Ok((r, false));
     }
@@ -208,7 +208,7 @@ impl RoomState {
             Some(r) => Some(r),
             None => match self.store.read(&Handle::Primary, "rooms", key).await {
                 Ok(r) => Some(r),
-                Err(DataError::NotFound { .. }) => None,
+                Err(DataClientError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
         };
@@ -228,7 +228,7 @@ impl RoomState {
     async fn read(&self, id: &str) -> Result<Value, DaemonError> {
         match self.store.read(&Handle::Primary, "rooms", id).await {
             Ok(r) => Ok(r),
-            Err(DataError::NotFound { .. }) => {
+            Err(DataClientError::NotFound { .. }) => {
                 self.names.remove(&id.to_owned());
                 self.members.remove(&id.to_owned());
                 Err(DaemonError::not_found(format!(
@@ -311,7 +311,7 @@ impl RoomState {
                     self.joins.fetch_add(joined.len() as u64, Ordering::Relaxed);
                     return Ok((updated, joined, already));
                 }
-                Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+                Err(DataClientError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -347,7 +347,7 @@ impl RoomState {
                     self.leaves.fetch_add(1, Ordering::Relaxed);
                     return Ok((updated, true));
                 }
-                Err(DataError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
+                Err(DataClientError::VersionConflict { .. }) if tries < WRITE_RETRIES => tries += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -493,7 +493,7 @@ impl Daemon for RoomDaemon {
     }
 
     async fn start(&self, ctx: &Context) -> Result<RoomState, BoxError> {
-        let store = store_of(&self.store)?;
+        let store = self.store.bind(ctx.router());
         let system = ensure_system_user(&store).await?;
         let system_id = id_of(&system)
             .ok_or(PlatformError::NoId("system user"))?
@@ -741,13 +741,13 @@ impl Default for MembershipConfig {
 /// The membership-rules daemon (name `room-membership`).
 #[derive(Debug, Clone)]
 pub struct RoomMembershipDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: MembershipConfig,
 }
 
 impl RoomMembershipDaemon {
     /// A membership daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: MembershipConfig) -> Self {
+    pub fn new(store: DataClient, cfg: MembershipConfig) -> Self {
         RoomMembershipDaemon { store, cfg }
     }
 }
@@ -755,7 +755,7 @@ impl RoomMembershipDaemon {
 /// The running membership daemon's state.
 #[derive(Debug)]
 pub struct MembershipState {
-    store: DataStore,
+    store: Data,
     caught_up: AtomicU64,
     joined_on_create: AtomicU64,
     failures: AtomicU64,
@@ -834,7 +834,7 @@ impl Daemon for RoomMembershipDaemon {
 
     async fn start(&self, ctx: &Context) -> Result<MembershipState, BoxError> {
         let state = MembershipState {
-            store: store_of(&self.store)?,
+            store: self.store.bind(ctx.router()),
             caught_up: AtomicU64::new(0),
             joined_on_create: AtomicU64::new(0),
             failures: AtomicU64::new(0),

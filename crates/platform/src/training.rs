@@ -13,8 +13,8 @@
 //! room read per room, not per message). With no rooms configured the daemon subscribes to
 //! nothing and stays idle.
 
-use crate::util::{cache, id_of, obj, short, stats_json, store_of};
-use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use crate::util::{cache, id_of, obj, short, stats_json};
+use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_runtime::{
     BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery,
     Request,
@@ -50,13 +50,13 @@ impl Default for TrainingConfig {
 /// The training daemon (name `training`).
 #[derive(Debug, Clone)]
 pub struct TrainingDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: TrainingConfig,
 }
 
 impl TrainingDaemon {
     /// A training daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: TrainingConfig) -> Self {
+    pub fn new(store: DataClient, cfg: TrainingConfig) -> Self {
         TrainingDaemon { store, cfg }
     }
 
@@ -68,7 +68,7 @@ impl TrainingDaemon {
 /// The running training daemon's state.
 #[derive(Debug)]
 pub struct TrainingState {
-    store: DataStore,
+    store: Data,
     rooms: HashSet<String>,
     watched: BoundedCache<String, bool>,
     examples: AtomicU64,
@@ -92,7 +92,7 @@ impl TrainingState {
     }
 
     /// Whether room `room_id` is configured (cached per room id).
-    async fn watched(&self, room_id: &str) -> Result<bool, DataError> {
+    async fn watched(&self, room_id: &str) -> Result<bool, DataClientError> {
         if let Some(w) = self.watched.get(&room_id.to_owned()) {
             return Ok(w);
         }
@@ -105,7 +105,7 @@ impl TrainingState {
                         .and_then(Value::as_str)
                         .is_some_and(|n| self.rooms.contains(&n.to_lowercase()))
                 }),
-                Err(DataError::NotFound { .. }) => false,
+                Err(DataClientError::NotFound { .. }) => false,
                 Err(e) => return Err(e),
             }
         };
@@ -113,7 +113,7 @@ impl TrainingState {
         Ok(w)
     }
 
-    async fn example(&self, msg: &Value, n: usize) -> Result<Option<Value>, DataError> {
+    async fn example(&self, msg: &Value, n: usize) -> Result<Option<Value>, DataClientError> {
         let (Some(room_id), Some(id), Some(ts)) = (
             msg.get("roomId").and_then(Value::as_str),
             id_of(msg),
@@ -211,7 +211,7 @@ impl Daemon for TrainingDaemon {
 
     async fn start(&self, ctx: &Context) -> Result<TrainingState, BoxError> {
         let state = TrainingState {
-            store: store_of(&self.store)?,
+            store: self.store.bind(ctx.router()),
             rooms: self.cfg.rooms.iter().map(|r| r.to_lowercase()).collect(),
             watched: cache("training-rooms", 256),
             examples: AtomicU64::new(0),

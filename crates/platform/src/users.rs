@@ -4,7 +4,7 @@
 //! client connection per persona. Here:
 //!
 //! - `user/create` writes the user and its `user_states` record in **one transaction**
-//!   (`DataStore::batch`), so a user never exists without its state.
+//!   (`Data::batch`), so a user never exists without its state.
 //! - Users created some other way (`data/create` directly) get their state from the
 //!   `data:users:created` event; users that predate the daemon are reconciled once in deferred
 //!   init, page by page (one `$in` query per page, one batch of creates per page).
@@ -27,9 +27,9 @@
 
 use crate::util::{
     MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
-    stats_json, store_of,
+    stats_json,
 };
-use daemonhost_data::{BatchOp, DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_data_client::{BatchOp, Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_runtime::{
     BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery,
     Request,
@@ -78,13 +78,13 @@ impl Default for UserConfig {
 /// The user daemon (name `user`).
 #[derive(Debug, Clone)]
 pub struct UserDaemon {
-    store: StoreSlot,
+    store: DataClient,
     cfg: UserConfig,
 }
 
 impl UserDaemon {
     /// A user daemon reading the store from `store`.
-    pub fn new(store: StoreSlot, cfg: UserConfig) -> Self {
+    pub fn new(store: DataClient, cfg: UserConfig) -> Self {
         UserDaemon { store, cfg }
     }
 }
@@ -92,7 +92,7 @@ impl UserDaemon {
 /// The running user daemon's state.
 #[derive(Debug)]
 pub struct UserDaemonState {
-    store: DataStore,
+    store: Data,
     users: BoundedCache<String, Arc<Value>>,
     system_id: String,
     states_created: AtomicU64,
@@ -100,7 +100,7 @@ pub struct UserDaemonState {
 }
 
 /// The system user, created if missing (a concurrent creator's record wins the unique key).
-pub async fn ensure_system_user(store: &DataStore) -> Result<Value, PlatformError> {
+pub async fn ensure_system_user(store: &Data) -> Result<Value, PlatformError> {
     let what = "ensuring the system user";
     let wrap = |source| PlatformError::Data { what, source };
     if let Some(u) = find_by_unique(store, "users", SYSTEM_UNIQUE_ID)
@@ -126,9 +126,9 @@ pub async fn ensure_system_user(store: &DataStore) -> Result<Value, PlatformErro
 
 /// Create a user and its `user_states` record in one transaction.
 async fn create_with_state(
-    store: &DataStore,
+    store: &Data,
     data: Map<String, Value>,
-) -> Result<Value, DataError> {
+) -> Result<Value, DataClientError> {
     let id = uuid::Uuid::now_v7().to_string();
     let ops = vec![
         BatchOp::Create {
@@ -144,7 +144,9 @@ async fn create_with_state(
     ];
     let mut out = store.batch(&Handle::Primary, ops).await?;
     if out.is_empty() {
-        return Err(DataError::BadRequest("batch returned no records".into()));
+        return Err(DataClientError::Other(DaemonError::internal(
+            "batch returned no records",
+        )));
     }
     Ok(out.swap_remove(0))
 }
@@ -186,7 +188,7 @@ impl UserDaemonState {
         }
         let u = match self.store.read(&Handle::Primary, "users", id).await {
             Ok(u) => Arc::new(u),
-            Err(DataError::NotFound { .. }) => {
+            Err(DataClientError::NotFound { .. }) => {
                 return Err(DaemonError::not_found(format!(
                     "id: no user with id '{}'",
                     short(id)
@@ -199,7 +201,7 @@ impl UserDaemonState {
     }
 
     /// Create the `user_states` record of `user_id` if it has none (idempotent).
-    async fn ensure_state(&self, user_id: &str) -> Result<bool, DataError> {
+    async fn ensure_state(&self, user_id: &str) -> Result<bool, DataClientError> {
         let n = self
             .store
             .count(
@@ -225,7 +227,7 @@ impl UserDaemonState {
 
     /// Give every existing user without a state one: a page of users, one `$in` query for their
     /// states, one batch for the missing ones.
-    async fn reconcile_states(&self) -> Result<u64, DataError> {
+    async fn reconcile_states(&self) -> Result<u64, DataClientError> {
         let mut cursor = None;
         let mut created = 0u64;
         loop {
@@ -304,8 +306,8 @@ impl Daemon for UserDaemon {
                     .param(
                         "type",
                         "string",
-                        true,
-                        "human | agent | persona | system (alias: kind)",
+                        false,
+                        "human | agent | persona | system; required, as type or its alias kind",
                     )
                     .param("uniqueId", "string", false, "unique handle")
                     .param(
@@ -365,7 +367,7 @@ impl Daemon for UserDaemon {
     }
 
     async fn start(&self, ctx: &Context) -> Result<UserDaemonState, BoxError> {
-        let store = store_of(&self.store)?;
+        let store = self.store.bind(ctx.router());
         let system = ensure_system_user(&store).await?;
         let system_id = id_of(&system)
             .ok_or(PlatformError::NoId("system user"))?
@@ -487,7 +489,7 @@ impl Daemon for UserDaemon {
                     .await
                 {
                     Ok(u) => u,
-                    Err(DataError::NotFound { .. }) => {
+                    Err(DataClientError::NotFound { .. }) => {
                         return Err(DaemonError::not_found(format!(
                             "id: no user with id '{}'",
                             short(id)

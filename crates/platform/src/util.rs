@@ -1,35 +1,27 @@
 //! What the platform daemons share: caches, record helpers, the platform error, and (until the
 //! protocol's reader replaces it) request params.
 
-use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_data_client::{Data, DataClientError, Handle, ListParams};
 use daemonhost_runtime::{BoundedCache, CacheStats, DaemonError};
 use serde_json::{Map, Value, json};
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 
-/// Failures at the platform daemons' seams that are not a request's answer: starting without a
-/// store, or a data error while seeding.
+/// Failures at the platform daemons' seams that are not a request's answer: a
+/// data error while seeding.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
-    /// `start` ran but the data daemon has not published its store.
-    #[error("the data daemon's store is not available (is 'data' registered and READY?)")]
-    NoStore,
     /// A data-layer failure while seeding (system user, default rooms).
     #[error("{what}: {source}")]
     Data {
         /// What we were doing.
         what: &'static str,
         /// The cause.
-        source: DataError,
+        source: DataClientError,
     },
     /// A record came back without a string `id`.
     #[error("{0}: record without an id")]
     NoId(&'static str),
-}
-
-/// The store, or [`PlatformError::NoStore`].
-pub(crate) fn store_of(slot: &StoreSlot) -> Result<DataStore, PlatformError> {
-    slot.get().ok_or(PlatformError::NoStore)
 }
 
 /// A capacity of at least one.
@@ -74,10 +66,10 @@ pub(crate) fn obj(v: Value) -> Map<String, Value> {
 
 /// The first record of `collection` whose `uniqueId` is `uid`.
 pub(crate) async fn find_by_unique(
-    store: &DataStore,
+    store: &Data,
     collection: &str,
     uid: &str,
-) -> Result<Option<Value>, DataError> {
+) -> Result<Option<Value>, DataClientError> {
     let page = store
         .list(
             &Handle::Primary,
@@ -93,8 +85,8 @@ pub(crate) async fn find_by_unique(
 }
 
 /// Whether a data error is a unique-key conflict on `field`.
-pub(crate) fn is_unique_conflict(e: &DataError, field: &str) -> bool {
-    matches!(e, DataError::Validation { field: f, reason, .. } if f == field && reason.contains("unique"))
+pub(crate) fn is_unique_conflict(e: &DataClientError, field: &str) -> bool {
+    e.is_unique_conflict(field)
 }
 
 /// Longest string a client may name anything by (ids, names, unique ids) before we look it up.

@@ -4,6 +4,7 @@
 
 use daemonhost_ai::AiConfig;
 use daemonhost_ai::AiDaemon;
+use daemonhost_data_client::DataPath;
 use daemonhost_platform::persona::state::PersonaConfig;
 use daemonhost_platform::persona::{PersonaDaemon, PersonasConfig};
 use daemonhost_runtime::{
@@ -13,10 +14,8 @@ use daemonhost_testkit::fake::Fake;
 use daemonhost_testkit::{eventually, quiet_config};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Rounds of snapshots that wrote something, as told to the `after_snapshots` hook.
-static SNAPSHOT_ROUNDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Stand-in for the chat daemon: `chat/send` stores a `chat_messages` record.
 struct FakeChat;
@@ -63,9 +62,10 @@ fn now_rfc3339() -> Value {
     json!(ms)
 }
 
-/// Not started: the test starts it and checks the report itself.
-fn runtime(dir: &Path) -> Runtime {
-    let (rt, _) = daemonhost_testkit::data::build(dir, quiet_config(), |b, slot| {
+/// Not started: the test starts it and checks the report itself. `rounds` counts the rounds of
+/// snapshots that wrote something, as told to the `after_snapshots` hook.
+fn runtime(dir: &Path, path: DataPath, rounds: Arc<AtomicUsize>) -> Runtime {
+    let (rt, _) = daemonhost_testkit::data::build(dir, quiet_config(), |b, slots| {
         b.register(AiDaemon::new(AiConfig {
             data_dir: dir.to_path_buf(),
             ..AiConfig::default()
@@ -76,7 +76,7 @@ fn runtime(dir: &Path) -> Runtime {
         b.register(FakeChat);
         b.register(
             PersonaDaemon::new(
-                slot.clone(),
+                slots.client().with_path(path),
                 PersonasConfig {
                     persona: PersonaConfig {
                         tick_idle_ms: 50,
@@ -88,8 +88,8 @@ fn runtime(dir: &Path) -> Runtime {
                     ..PersonasConfig::default()
                 },
             )
-            .after_snapshots(|| {
-                SNAPSHOT_ROUNDS.fetch_add(1, Ordering::Relaxed);
+            .after_snapshots(move || {
+                rounds.fetch_add(1, Ordering::Relaxed);
             }),
         );
     });
@@ -98,8 +98,20 @@ fn runtime(dir: &Path) -> Runtime {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persona_answers_a_message_through_retrieval_and_its_state_survives_a_restart() {
+    persona_answers_and_survives_a_restart(DataPath::Auto).await;
+}
+
+/// The same guarantee with the persona daemon reaching data only through `data/*` requests,
+/// as on a host that does not run `data`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_on_the_routed_data_path_answers_and_its_state_survives_a_restart() {
+    persona_answers_and_survives_a_restart(DataPath::Routed).await;
+}
+
+async fn persona_answers_and_survives_a_restart(path: DataPath) {
     let dir = tempfile::tempdir().expect("tmp");
-    let rt = runtime(dir.path());
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let rt = runtime(dir.path(), path, Arc::clone(&rounds));
     let report = rt.start_all().await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let r = rt.router();
@@ -162,7 +174,7 @@ async fn persona_answers_a_message_through_retrieval_and_its_state_survives_a_re
     assert_eq!(status["counters"]["received"], 1, "{status}");
     // Its state changed, so an interval's round of snapshots wrote it and told the hook.
     eventually("a snapshot round reported", || async {
-        (SNAPSHOT_ROUNDS.load(Ordering::Relaxed) > 0).then_some(())
+        (rounds.load(Ordering::Relaxed) > 0).then_some(())
     })
     .await;
 
@@ -171,7 +183,7 @@ async fn persona_answers_a_message_through_retrieval_and_its_state_survives_a_re
     assert_eq!(down.live_subscriptions, 0);
 
     // Restart on the same dir: the snapshot is restored.
-    let rt = runtime(dir.path());
+    let rt = runtime(dir.path(), path, Arc::new(AtomicUsize::new(0)));
     let report = rt.start_all().await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let r = rt.router();

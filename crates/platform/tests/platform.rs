@@ -2,7 +2,7 @@
 //! `logger`: users, rooms and membership rules, chat, training, governance, console, caches.
 //! Waiting is event-driven (subscribe, then check, then wait for the next event), never a sleep.
 
-use daemonhost_data::StoreSlot;
+use daemonhost_data_client::DataClient;
 use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PlatformConfig, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The platform daemons, as the binary's catalog registers them.
-fn register_platform(b: &mut RuntimeBuilder, store: StoreSlot, cfg: &PlatformConfig) {
+fn register_platform(b: &mut RuntimeBuilder, store: DataClient, cfg: &PlatformConfig) {
     b.register(UserDaemon::new(store.clone(), cfg.users.clone()));
     b.register(RoomDaemon::new(store.clone(), cfg.rooms.clone()));
     b.register(RoomMembershipDaemon::new(
@@ -53,9 +53,9 @@ struct Host {
 
 async fn boot_with(dir: &Path, cfg: PlatformConfig) -> Host {
     let logger = fake_logger();
-    let (rt, _) = daemonhost_testkit::data::boot(dir, quiet_config(), |b, slot| {
+    let (rt, _) = daemonhost_testkit::data::boot(dir, quiet_config(), |b, slots| {
         b.register(logger.clone());
-        register_platform(b, slot.clone(), &cfg);
+        register_platform(b, slots.client(), &cfg);
     })
     .await;
     Host { rt, logger }

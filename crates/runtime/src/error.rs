@@ -5,6 +5,7 @@
 //! guessing. Everything that fails while starting (a daemon's `start`, its dependencies, the plan
 //! itself) is typed separately so callers can match on the condition, not on text.
 
+use daemonhost_protocol::params::ParamError;
 use daemonhost_protocol::{ErrorBody, ErrorCode};
 use std::fmt;
 
@@ -93,6 +94,16 @@ impl From<ErrorBody> for DaemonError {
     }
 }
 
+/// A params problem answers with its own code (`bad_request` for shape and type, `validation` for
+/// absent or rejected) and its message (`<name>: required`, …): what the router's declared-params
+/// check answers, and what a handler reading with [`daemonhost_protocol::params::Params`] gets
+/// from `?`.
+impl From<ParamError> for DaemonError {
+    fn from(e: ParamError) -> Self {
+        DaemonError::new(e.code(), e.to_string())
+    }
+}
+
 /// One problem found while validating the startup plan. Validation reports all of them at once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -143,4 +154,15 @@ pub enum PlanError {
 pub struct PlanErrors {
     /// The problems, in a stable order.
     pub errors: Vec<PlanError>,
+}
+
+/// The text of a caught panic: its payload if that was a string, otherwise a placeholder.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
 }

@@ -11,6 +11,7 @@
 //! transition is rejected there and nowhere else. The current [`Status`] is published on a
 //! `watch` channel so dependents, the router and operators observe it without polling.
 
+use crate::cause::Cause;
 use serde::Serialize;
 use std::fmt;
 use tokio::sync::watch;
@@ -109,12 +110,13 @@ pub struct Status {
     pub state: LifecycleState,
     /// Deferred-init sub-state.
     pub deferred: DeferredState,
-    /// Why it failed (start, dependency or crash), if it did.
+    /// Why it failed (start, dependency or crash), if it did; while `Starting` after a failed
+    /// attempt, why that attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
+    pub cause: Option<Cause>,
     /// Why deferred init failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred_cause: Option<String>,
+    pub deferred_cause: Option<Cause>,
     /// Start attempts so far (1 after the first).
     pub attempts: u32,
 }
@@ -162,7 +164,7 @@ impl Lifecycle {
     pub fn transition(
         &self,
         to: LifecycleState,
-        cause: Option<String>,
+        cause: Option<Cause>,
     ) -> Result<(), IllegalTransition> {
         let mut result = Ok(());
         self.tx.send_if_modified(|s| {
@@ -190,7 +192,7 @@ impl Lifecycle {
 
     /// A start attempt failed and another will follow: stay `Starting`, count the attempt and
     /// keep the cause visible. Dependents keep waiting; only the final failure fails them.
-    pub fn retrying(&self, cause: String) {
+    pub fn retrying(&self, cause: Cause) {
         self.tx.send_modify(|s| {
             s.attempts += 1;
             s.cause = Some(cause);
@@ -198,7 +200,7 @@ impl Lifecycle {
     }
 
     /// Record the deferred-init sub-state (only meaningful while READY).
-    pub fn set_deferred(&self, deferred: DeferredState, cause: Option<String>) {
+    pub fn set_deferred(&self, deferred: DeferredState, cause: Option<Cause>) {
         self.tx.send_modify(|s| {
             s.deferred = deferred;
             s.deferred_cause = cause;
@@ -238,9 +240,12 @@ mod tests {
         assert_eq!(err.from, Created);
         assert_eq!(l.state(), Created);
         l.transition(Starting, None).expect("legal");
-        l.transition(Failed, Some("boom".into())).expect("legal");
+        let boom = Cause::StartFailed {
+            error: "boom".into(),
+        };
+        l.transition(Failed, Some(boom.clone())).expect("legal");
         let rx = l.subscribe();
-        assert_eq!(rx.borrow().cause.as_deref(), Some("boom"));
+        assert_eq!(rx.borrow().cause, Some(boom));
         l.transition(Starting, None).expect("restart");
         assert_eq!(rx.borrow().attempts, 2);
         assert_eq!(rx.borrow().cause, None);

@@ -49,6 +49,16 @@ impl Envelope {
     }
 }
 
+/// Answer every envelope with `err` (`shutting_down` when none is given).
+pub(crate) fn answer_all(envs: Vec<Envelope>, err: Option<&DaemonError>) {
+    for env in envs {
+        let e = err
+            .cloned()
+            .unwrap_or_else(|| DaemonError::shutting_down("the host is shutting down"));
+        env.fail(e);
+    }
+}
+
 #[derive(Debug)]
 enum Gate {
     /// Accepting; `ready` picks the bound.
@@ -72,6 +82,9 @@ pub(crate) struct MailboxCounters {
     pub(crate) overflowed: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) peak_depth: AtomicU64,
+    /// Requests the router refused for breaking the command's declared params; they never
+    /// entered the queue (counted here because this is the daemon's address).
+    pub(crate) rejected_params: AtomicU64,
 }
 
 /// The bounded queue behind a daemon's address.

@@ -4,14 +4,24 @@
 //! its timers) in [`PollTimed`], which times each individual `poll`. A daemon that does blocking
 //! or CPU-heavy work on an async worker shows it here, whatever else it reports. Counters are
 //! relaxed atomics: they are read for display, never for synchronisation.
+//!
+//! Work counts count each request once, where it was served. The runtime polls every request
+//! handler inside a [`RequestScope`], a thread-local marker swapped in for the duration of each
+//! poll (no allocation, no lock), so code running in the handler can say where *this* request
+//! was served ([`DaemonMetrics::record_work`] with `Inline` or `Worker`, or
+//! `Context::served_at`) even when `concurrency` handlers of the daemon interleave on its task.
+//! When the handler ends, the runtime counts the request at the place reported last, `Inline`
+//! if none was.
 
+use crate::cause::Cause;
 use crate::lifecycle::{DeferredState, LifecycleState};
 use pin_project_lite::pin_project;
 use serde::Serialize;
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -59,7 +69,21 @@ impl DaemonMetrics {
     }
 
     /// Count a unit of work done at `place`.
+    ///
+    /// `Pool` and `Blocking` count a job (what [`Context::spawn_cpu`](crate::Context) does).
+    /// `Inline` and `Worker` describe a request: called while a request handler runs, they set
+    /// where *that* request was served (it is counted once, when the handler ends, at the
+    /// place reported last; concurrent handlers each keep their own); called outside a
+    /// handler (background work), they count at once. Prefer `Context::served_at`.
     pub fn record_work(&self, place: WorkPlace) {
+        if matches!(place, WorkPlace::Inline | WorkPlace::Worker) && mark_request(place) {
+            return;
+        }
+        self.count_work(place);
+    }
+
+    /// Count one unit at `place` now, whatever is being polled.
+    pub(crate) fn count_work(&self, place: WorkPlace) {
         let c = match place {
             WorkPlace::Inline => &self.work_inline,
             WorkPlace::Pool => &self.work_pool,
@@ -75,16 +99,116 @@ impl DaemonMetrics {
     }
 }
 
+/// What the current thread is polling: a request handler (with the placement it reported so far)
+/// or anything else.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Outside,
+    Request(Option<WorkPlace>),
+}
+
+thread_local! {
+    static SCOPE: Cell<Scope> = const { Cell::new(Scope::Outside) };
+}
+
+/// Set where the request being handled on this thread was served; `false` if no request
+/// handler is being polled here.
+pub(crate) fn mark_request(place: WorkPlace) -> bool {
+    SCOPE.with(|s| match s.get() {
+        Scope::Request(_) => {
+            s.set(Scope::Request(Some(place)));
+            true
+        }
+        Scope::Outside => false,
+    })
+}
+
+/// One request's placement, kept by the runtime next to the handler's future (one byte, on the
+/// serving future's frame: no allocation).
+#[derive(Debug, Default)]
+pub(crate) struct RequestPlace(AtomicU8);
+
+impl RequestPlace {
+    const PLACES: [WorkPlace; 4] = [
+        WorkPlace::Inline,
+        WorkPlace::Pool,
+        WorkPlace::Blocking,
+        WorkPlace::Worker,
+    ];
+
+    /// Where the request was served, if the handler said so.
+    pub(crate) fn get(&self) -> Option<WorkPlace> {
+        let v = self.0.load(Ordering::Relaxed);
+        Self::PLACES.get(usize::from(v).checked_sub(1)?).copied()
+    }
+
+    fn set(&self, place: Option<WorkPlace>) {
+        let v = match place {
+            None => 0,
+            Some(p) => Self::PLACES
+                .iter()
+                .position(|q| *q == p)
+                .map_or(0, |i| i as u8 + 1),
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// A request handler's future, polled with its request's [`RequestPlace`] in scope.
+    pub(crate) struct RequestScope<'a, F> {
+        #[pin]
+        inner: F,
+        place: &'a RequestPlace,
+    }
+}
+
+impl<'a, F> RequestScope<'a, F> {
+    /// Poll `inner` as the handler of the request whose placement is `place`.
+    pub(crate) fn new(inner: F, place: &'a RequestPlace) -> Self {
+        RequestScope { inner, place }
+    }
+}
+
+/// Puts the outer scope back after a poll (also when the poll unwinds) and keeps what the
+/// handler reported.
+struct Restore<'a> {
+    prev: Scope,
+    place: &'a RequestPlace,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Scope::Request(p) = SCOPE.with(|s| s.replace(self.prev)) {
+            self.place.set(p);
+        }
+    }
+}
+
+impl<F: Future> Future for RequestScope<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let prev = SCOPE.with(|s| s.replace(Scope::Request(this.place.get())));
+        let _restore = Restore {
+            prev,
+            place: this.place,
+        };
+        this.inner.poll(cx)
+    }
+}
+
 /// Work placement counts, for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct WorkCounts {
-    /// Requests handled on the daemon's task.
+    /// Requests served by the daemon's own code (every request not reported elsewhere).
     pub inline: u64,
     /// Jobs run on the CPU pool.
     pub pool: u64,
     /// Jobs run on blocking threads.
     pub blocking: u64,
-    /// Requests served by a worker process.
+    /// Requests served by a worker process (as the handler reported).
     pub worker: u64,
 }
 
@@ -123,12 +247,15 @@ pub struct DaemonReport {
     pub state: LifecycleState,
     /// Deferred-init sub-state.
     pub deferred: DeferredState,
-    /// Failure cause, if any.
+    /// Failure cause, if any (in JSON: its human text).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cause_text")]
+    pub cause: Option<Cause>,
+    /// The machine name of `cause` ([`Cause::kind`]), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    /// Deferred-init failure cause, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deferred_cause: Option<String>,
+    pub cause_kind: Option<&'static str>,
+    /// Deferred-init failure cause, if any (in JSON: its human text).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cause_text")]
+    pub deferred_cause: Option<Cause>,
     /// Start attempts.
     pub attempts: u32,
     /// Required dependencies.
@@ -153,6 +280,10 @@ pub struct DaemonReport {
     pub overflowed: u64,
     /// Requests whose deadline passed while queued.
     pub expired: u64,
+    /// Requests the router answered itself because their params broke the command's
+    /// declaration (missing required param, wrong type, not an object); never queued, so not
+    /// counted in `handled` or `failed`.
+    pub rejected_params: u64,
     /// Requests answered.
     pub handled: u64,
     /// Requests answered with an error.
@@ -170,6 +301,14 @@ pub struct DaemonReport {
     /// Daemon-specific status the daemon published with `Context::set_details`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+}
+
+/// A cause as the human string status readers have always seen.
+fn cause_text<S: serde::Serializer>(c: &Option<Cause>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
 }
 
 pub(crate) fn us_to_ms(us: u64) -> f64 {
@@ -231,5 +370,69 @@ mod tests {
         )
         .await;
         assert!(m.longest_poll_us() >= 20_000, "{}", m.longest_poll_us());
+    }
+
+    #[tokio::test]
+    async fn request_scope_keeps_each_interleaved_requests_placement_apart() {
+        let m = Arc::new(DaemonMetrics::default());
+        let (a, b) = (RequestPlace::default(), RequestPlace::default());
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+        // `a` reports Worker, then waits while `b` (polled on the same task, in between) reports
+        // nothing; each keeps its own placement.
+        let fa = RequestScope::new(
+            async {
+                m.record_work(WorkPlace::Worker);
+                let _ = gate_rx.await;
+            },
+            &a,
+        );
+        let fb = RequestScope::new(
+            async {
+                tokio::task::yield_now().await;
+                let _ = gate_tx.send(());
+            },
+            &b,
+        );
+        futures_util::future::join(fa, fb).await;
+        assert_eq!(a.get(), Some(WorkPlace::Worker));
+        assert_eq!(b.get(), None);
+        assert_eq!(
+            work_counts(&m),
+            WorkCounts::default(),
+            "marked, not counted"
+        );
+        // Outside any handler it counts at once, and pool jobs always do.
+        m.record_work(WorkPlace::Worker);
+        let c = RequestPlace::default();
+        RequestScope::new(async { m.record_work(WorkPlace::Pool) }, &c).await;
+        assert_eq!(c.get(), None);
+        assert_eq!(
+            work_counts(&m),
+            WorkCounts {
+                worker: 1,
+                pool: 1,
+                ..WorkCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn request_scope_is_restored_when_the_handler_panics() {
+        let place = RequestPlace::default();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            futures_util::FutureExt::now_or_never(RequestScope::new(
+                async {
+                    assert!(mark_request(WorkPlace::Worker));
+                    panic!("handler exploded");
+                },
+                &place,
+            ))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(place.get(), Some(WorkPlace::Worker));
+        assert!(
+            !mark_request(WorkPlace::Inline),
+            "outside again after the unwind"
+        );
     }
 }

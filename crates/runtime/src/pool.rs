@@ -17,7 +17,7 @@
 //! The pool is built **eagerly** in [`CpuPool::new`] so that thread-creation failures show up at
 //! startup (logged, then every job falls back) rather than at the first job under load.
 
-use std::any::Any;
+use crate::error::panic_message;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -301,17 +301,6 @@ where
             message: panic_message(payload.as_ref()),
         }
     })
-}
-
-/// Extracts a `&str` / `String` panic payload, or a placeholder for other payload types.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 /// The result of a [`CpuPool::spawn`]: a future of the job's output.

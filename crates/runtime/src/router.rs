@@ -4,17 +4,48 @@
 //! runs, so lookups take no lock: an exact-name map first, then the longest registered prefix
 //! (`data/` serves `data/list` unless someone registered `data/list` itself).
 //!
+//! **Unknown commands under a prefix.** A prefix claims a namespace; it does not make every name
+//! in it a command. A name that reaches a prefix (it is nobody's declared command) is answered
+//! `unknown_command` with near matches, exactly like a name no prefix covers, and never reaches
+//! the daemon, when the daemon behind the longest matching prefix declares commands. Only a
+//! daemon that declares no commands, or opts out with [`DaemonSpec::open_prefix`], receives the
+//! undeclared names under its prefixes (it then answers them itself). So `data/lsit` gets
+//! "did you mean 'data/list'?" from here, not `bad_request` from the data daemon.
+//!
+//! **Declared params are checked here, before enqueueing.** Each [`CommandSpec`]'s params
+//! (`ParamSpec { name, ty, required }`) are compiled once, when the router is built, into a
+//! slice of `(name, ParamType, required)` kept next to the exact route; the lookup that finds the
+//! daemon finds the declaration with it. Before the request is queued, [`check_declared_iter`]
+//! runs against it: params that are not an object (or `null`) are `bad_request` `params must be
+//! an object`, a missing required param is `validation` `<name>: required`, a present one of the
+//! wrong JSON type is `bad_request` `<name>: must be <type>` (the first problem in declaration
+//! order; the messages are [`ParamError`]'s, the same every daemon's own reader gives). Why here
+//! and not in the daemon's serve loop: the route lookup already has the spec at hand, and a
+//! request that can only fail never takes a queue slot, never waits for a starting daemon and
+//! never costs the daemon a poll. The check allocates nothing when it passes, and it is skipped
+//! entirely for a command that declares nothing checkable (`ping`): a declared type word that
+//! [`ParamType::parse`] reads as `Any` (`string|array`) is not type-checked, and an optional
+//! param of such a type is not compiled at all. Params the spec does not declare are not looked
+//! at, and commands served only by a prefix have no declaration to check: the handler still
+//! validates values (lengths, ranges, enums). Refusals are counted per daemon as
+//! `rejected_params` in its report; they are not `handled` or `failed`, since the daemon never
+//! saw them.
+//!
 //! "Correlation" is the caller's oneshot plus a deadline: [`Router::ask`] returns exactly once,
 //! with the daemon's answer, `timeout` when the deadline passes, `overloaded` when the queue is
 //! full, `unavailable` naming the cause when the daemon failed, or `shutting_down`. There is no
 //! shared pending-request table to leak: a caller that goes away drops its receiver and the daemon
 //! skips the request at dequeue.
 
+use crate::cause::Cause;
 use crate::error::DaemonError;
 use crate::lifecycle::{LifecycleState, Status};
 use crate::mailbox::{Envelope, Mailbox, Request};
-use crate::metrics::{DaemonMetrics, DaemonReport, us_to_ms, work_counts};
+use crate::metrics::{DaemonMetrics, DaemonReport, InitReport, us_to_ms, work_counts};
 use crate::spec::{CommandSpec, DaemonSpec};
+#[cfg(doc)]
+use daemonhost_protocol::params::ParamError;
+use daemonhost_protocol::params::{ParamType, check_declared_iter};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -34,17 +65,40 @@ pub(crate) struct Slot {
     pub(crate) metrics: Arc<DaemonMetrics>,
 }
 
+/// One declared param as the router checks it: name, type, required.
+type Decl = (Box<str>, ParamType, bool);
+
+/// An exact command's route, with its compiled param declaration.
 #[derive(Debug)]
 struct Route {
     slot: usize,
     timeout: Option<Duration>,
+    /// What [`check_declared_iter`] checks before enqueueing; empty = no check at all.
+    params: Box<[Decl]>,
+}
+
+/// A prefix's route.
+#[derive(Debug)]
+struct PrefixRoute {
+    slot: usize,
+    /// Whether names under the prefix that nobody declares reach the daemon: its spec declares
+    /// no commands, or says [`DaemonSpec::open_prefix`]. Otherwise they are `unknown_command`.
+    open: bool,
+}
+
+/// Where a command goes: its daemon, default deadline and declared params.
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    slot: usize,
+    timeout: Option<Duration>,
+    params: &'a [Decl],
 }
 
 #[derive(Debug)]
 struct Inner {
     slots: Vec<Slot>,
     exact: HashMap<Box<str>, Route>,
-    prefixes: HashMap<Box<str>, usize>,
+    prefixes: HashMap<Box<str>, PrefixRoute>,
     default_timeout: Duration,
     max_timeout: Duration,
     shutting_down: AtomicBool,
@@ -79,11 +133,13 @@ impl Router {
                     Route {
                         slot: i,
                         timeout: c.timeout,
+                        params: declared(c),
                     },
                 );
             }
+            let open = s.spec.open_prefix || s.spec.commands.is_empty();
             for p in &s.spec.prefixes {
-                prefixes.insert(p.clone().into_boxed_str(), i);
+                prefixes.insert(p.clone().into_boxed_str(), PrefixRoute { slot: i, open });
             }
         }
         Router {
@@ -98,30 +154,41 @@ impl Router {
         }
     }
 
-    fn route(&self, command: &str) -> Option<(usize, Option<Duration>)> {
+    /// Exact name first, then the longest prefix; `None` also for an undeclared name under a
+    /// prefix that is not open (the longest matching prefix decides, no shorter one is tried).
+    fn route(&self, command: &str) -> Option<Target<'_>> {
         if let Some(r) = self.inner.exact.get(command) {
-            return Some((r.slot, r.timeout));
+            return Some(Target {
+                slot: r.slot,
+                timeout: r.timeout,
+                params: &r.params,
+            });
         }
         // Longest prefix first: "a/b/c" tries "a/b/" then "a/".
         let mut end = command.len();
         while let Some(pos) = command[..end].rfind('/') {
-            if let Some(&slot) = self.inner.prefixes.get(&command[..=pos]) {
-                return Some((slot, None));
+            if let Some(p) = self.inner.prefixes.get(&command[..=pos]) {
+                return p.open.then_some(Target {
+                    slot: p.slot,
+                    timeout: None,
+                    params: &[],
+                });
             }
             end = pos;
         }
         None
     }
 
-    /// The name of the daemon serving `command`, if any.
+    /// The name of the daemon serving `command`, if any (`None` for a name that would be
+    /// answered `unknown_command`).
     pub fn daemon_for(&self, command: &str) -> Option<&str> {
-        self.route(command).map(|(i, _)| &*self.inner.slots[i].name)
+        self.route(command).map(|t| &*self.inner.slots[t.slot].name)
     }
 
     /// The deadline a request for `command` gets when the caller names none.
     pub fn default_timeout(&self, command: &str) -> Duration {
         self.route(command)
-            .and_then(|(_, t)| t)
+            .and_then(|t| t.timeout)
             .unwrap_or(self.inner.default_timeout)
     }
 
@@ -143,7 +210,8 @@ impl Router {
 
     /// Send a request the caller already owns (the socket server's path: no copy of the name).
     /// `timeout` of `None` uses the command's default; every deadline is capped by the
-    /// runtime's maximum so nothing waits forever.
+    /// runtime's maximum so nothing waits forever. Params that break the command's declaration
+    /// are answered here, before the request is queued (see the module docs).
     pub async fn ask_owned(
         &self,
         command: String,
@@ -156,12 +224,13 @@ impl Router {
                 "the host is shutting down and accepts no new requests",
             ));
         }
-        let Some((slot_ix, cmd_timeout)) = self.route(&command) else {
+        let Some(target) = self.route(&command) else {
             return Err(self.unknown(&command));
         };
-        let slot = &inner.slots[slot_ix];
+        let slot = &inner.slots[target.slot];
+        check(slot, target.params, &params)?;
         let timeout = timeout
-            .or(cmd_timeout)
+            .or(target.timeout)
             .unwrap_or(inner.default_timeout)
             .min(inner.max_timeout);
         let now = Instant::now();
@@ -179,12 +248,21 @@ impl Router {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_dropped)) => {
-                let st = slot.status.borrow().state;
+                let (st, cause) = {
+                    let s = slot.status.borrow();
+                    (s.state, s.cause.clone())
+                };
                 if inner.shutting_down.load(Ordering::Acquire)
                     || matches!(st, LifecycleState::Stopping | LifecycleState::Stopped)
                 {
                     Err(DaemonError::shutting_down(format!(
                         "daemon '{}' stopped before answering",
+                        slot.name
+                    )))
+                } else if let (LifecycleState::Failed, Some(cause)) = (st, cause) {
+                    // It crashed with the request in flight (e.g. its background loop died).
+                    Err(DaemonError::unavailable(format!(
+                        "daemon '{}' failed before answering: {cause}",
                         slot.name
                     )))
                 } else {
@@ -203,6 +281,17 @@ impl Router {
                     slot.mailbox.depth()
                 )))
             }
+        }
+    }
+
+    /// Check `params` against what `command` declares, as [`Router::ask_owned`] does before
+    /// queueing, for a caller that answers a declared command itself (the socket server's
+    /// `events/subscribe`). `Ok` when they pass, and for a command nobody declares (a refusal is
+    /// counted in the daemon's `rejected_params`).
+    pub fn check_params(&self, command: &str, params: &Value) -> Result<(), DaemonError> {
+        match self.inner.exact.get(command) {
+            Some(r) => check(&self.inner.slots[r.slot], &r.params, params),
+            None => Ok(()),
         }
     }
 
@@ -316,6 +405,7 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
         name: s.name.to_string(),
         state: st.state,
         deferred: st.deferred,
+        cause_kind: st.cause.as_ref().map(Cause::kind),
         cause: st.cause,
         deferred_cause: st.deferred_cause,
         attempts: st.attempts,
@@ -334,6 +424,7 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
             .unwrap_or(0.0),
         overflowed: c.overflowed.load(Relaxed),
         expired: c.expired.load(Relaxed),
+        rejected_params: c.rejected_params.load(Relaxed),
         handled: m.handled.load(Relaxed),
         failed: m.failed.load(Relaxed),
         panics: m.panics.load(Relaxed),
@@ -343,6 +434,51 @@ pub(crate) fn report(s: &Slot) -> DaemonReport {
         work: work_counts(m),
         details: m.details.lock().clone(),
     }
+}
+
+/// The init metrics of one daemon (its `system:daemon:init-complete` event).
+pub(crate) fn init_report(s: &Slot) -> InitReport {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = s.status.borrow().clone();
+    let m = &s.metrics;
+    InitReport {
+        daemon: s.name.to_string(),
+        state: st.state,
+        deferred: st.deferred,
+        waited_ms: us_to_ms(m.waited_us.load(Relaxed)),
+        core_init_ms: us_to_ms(m.core_init_us.load(Relaxed)),
+        deferred_init_ms: us_to_ms(m.deferred_init_us.load(Relaxed)),
+        total_ms: us_to_ms(m.total_us.load(Relaxed)),
+        queued_before_ready: s.mailbox.counters.queued_before_ready.load(Relaxed),
+        longest_poll_ms: us_to_ms(m.longest_poll_us()),
+        work: work_counts(m),
+    }
+}
+
+/// The declared-params check: nothing to do for an empty declaration; a refusal is counted.
+fn check(slot: &Slot, decls: &[Decl], params: &Value) -> Result<(), DaemonError> {
+    if decls.is_empty() {
+        return Ok(());
+    }
+    check_declared_iter(params, decls.iter().map(|(n, t, r)| (&**n, *t, *r))).map_err(|e| {
+        slot.mailbox
+            .counters
+            .rejected_params
+            .fetch_add(1, Ordering::Relaxed);
+        e.into()
+    })
+}
+
+/// A command's declared params as the router checks them: every required one, and every
+/// optional one whose type word names a type (an optional `Any` can never fail, so it is left out).
+fn declared(c: &CommandSpec) -> Box<[Decl]> {
+    c.params
+        .iter()
+        .filter_map(|p| {
+            let ty = ParamType::parse(&p.ty);
+            (p.required || ty != ParamType::Any).then(|| (p.name.as_str().into(), ty, p.required))
+        })
+        .collect()
 }
 
 /// Levenshtein distance over bytes (command names are ASCII).
@@ -366,6 +502,8 @@ mod tests {
     use super::*;
     use crate::lifecycle::Lifecycle;
     use crate::spec::OverflowPolicy;
+    use daemonhost_protocol::ErrorCode;
+    use serde_json::json;
 
     fn slot(spec: DaemonSpec) -> (Slot, Lifecycle) {
         let lc = Lifecycle::new(spec.name.clone());
@@ -409,6 +547,210 @@ mod tests {
         let err = r.ask("pnig", Value::Null).await.expect_err("unknown");
         assert_eq!(err.code, daemonhost_protocol::ErrorCode::UnknownCommand);
         assert!(err.message.contains("'ping'"), "{}", err.message);
+    }
+
+    fn router(specs: Vec<DaemonSpec>) -> (Router, Vec<Lifecycle>) {
+        let (slots, lcs) = specs.into_iter().map(slot).unzip();
+        (
+            Router::new(slots, Duration::from_secs(1), Duration::from_secs(60)),
+            lcs,
+        )
+    }
+
+    /// Ask `command`; if the router queues it, answer it `"served"` as the daemon would.
+    async fn ask_through(r: &Router, command: &str, params: Value) -> Result<Value, DaemonError> {
+        let (r2, cmd) = (r.clone(), command.to_owned());
+        let ask = tokio::spawn(async move { r2.ask(&cmd, params).await });
+        loop {
+            if ask.is_finished() {
+                return ask.await.expect("join");
+            }
+            if let Some(env) = r.slots().iter().find_map(|s| s.mailbox.try_recv()) {
+                let _ = env.reply.send(Ok(Value::from("served")));
+                return ask.await.expect("join");
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn rejected(r: &Router, daemon: &str) -> u64 {
+        r.reports()
+            .into_iter()
+            .find(|d| d.name == daemon)
+            .expect("daemon")
+            .rejected_params
+    }
+
+    fn data_spec() -> DaemonSpec {
+        DaemonSpec::new("data")
+            .prefix("data/")
+            .command(
+                CommandSpec::new("data/list", "a page")
+                    .param("collection", "string", true, "name")
+                    .param("limit", "integer", false, "page size")
+                    .param("cursor", "string|null", false, "not classified"),
+            )
+            .alias("data/query", "data/list")
+            .command(CommandSpec::new("data/stats", "counters"))
+    }
+
+    #[tokio::test]
+    async fn undeclared_name_under_a_prefix_is_unknown_command_and_never_reaches_the_daemon() {
+        let (r, _l) = router(vec![data_spec()]);
+        assert_eq!(r.daemon_for("data/lsit"), None);
+        assert_eq!(r.daemon_for("data/list"), Some("data"));
+        let e = ask_through(&r, "data/lsit", json!({"collection": "c"}))
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+        assert!(e.message.contains("'data/list'"), "{}", e.message);
+        // The same answer as a name no prefix covers.
+        let other = r.ask("dtaa/list", Value::Null).await.expect_err("unknown");
+        assert_eq!(other.code, ErrorCode::UnknownCommand);
+        assert!(other.message.contains("'data/list'"), "{}", other.message);
+        // Declared names and declared aliases are served.
+        for cmd in ["data/list", "data/query"] {
+            assert_eq!(
+                ask_through(&r, cmd, json!({"collection": "c"})).await,
+                Ok(Value::from("served")),
+                "{cmd}"
+            );
+        }
+        let s = r.slot("data").expect("slot");
+        assert_eq!(s.metrics.handled.load(Ordering::Relaxed), 0);
+        assert_eq!(s.mailbox.counters.peak_depth.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn open_prefix_and_a_daemon_without_commands_receive_undeclared_names() {
+        let (r, _l) = router(vec![
+            DaemonSpec::new("kv")
+                .prefix("kv/")
+                .command(CommandSpec::new("kv/get", "g"))
+                .open_prefix(),
+            DaemonSpec::new("bare").prefix("bare/"),
+        ]);
+        assert_eq!(r.daemon_for("kv/anything"), Some("kv"));
+        assert_eq!(r.daemon_for("bare/anything"), Some("bare"));
+        for cmd in ["kv/anything", "bare/anything"] {
+            assert_eq!(
+                ask_through(&r, cmd, json!({})).await,
+                Ok(Value::from("served")),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_longest_prefix_decides_and_a_closed_one_does_not_fall_back_to_a_shorter() {
+        let (r, _l) = router(vec![
+            DaemonSpec::new("data").prefix("data/"),
+            DaemonSpec::new("archive")
+                .prefix("data/archive/")
+                .command(CommandSpec::new("data/archive/run", "r")),
+        ]);
+        assert_eq!(r.daemon_for("data/other"), Some("data"));
+        assert_eq!(r.daemon_for("data/archive/run"), Some("archive"));
+        assert_eq!(r.daemon_for("data/archive/rnu"), None);
+        let e = r
+            .ask("data/archive/rnu", Value::Null)
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+        assert!(e.message.contains("'data/archive/run'"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn declared_params_are_checked_before_enqueueing_with_the_param_readers_answers() {
+        let (r, _l) = router(vec![data_spec()]);
+        let cases = [
+            (json!({}), ErrorCode::Validation, "collection: required"),
+            (Value::Null, ErrorCode::Validation, "collection: required"),
+            (
+                json!({"collection": null}),
+                ErrorCode::Validation,
+                "collection: required",
+            ),
+            (
+                json!({"collection": 7}),
+                ErrorCode::BadRequest,
+                "collection: must be a string",
+            ),
+            (
+                json!({"collection": "c", "limit": "9"}),
+                ErrorCode::BadRequest,
+                "limit: must be an integer",
+            ),
+            (
+                json!([1]),
+                ErrorCode::BadRequest,
+                "params must be an object",
+            ),
+        ];
+        for (i, (params, code, msg)) in cases.into_iter().enumerate() {
+            for cmd in ["data/list", "data/query"] {
+                let e = ask_through(&r, cmd, params.clone()).await.expect_err(msg);
+                assert_eq!((e.code, e.message.as_str()), (code, msg), "{cmd} {params}");
+            }
+            assert_eq!(rejected(&r, "data"), 2 * (i as u64 + 1));
+        }
+        // Nothing refused ever took a queue slot.
+        let s = r.slot("data").expect("slot");
+        assert_eq!(s.mailbox.counters.peak_depth.load(Ordering::Relaxed), 0);
+        // What the declaration allows reaches the daemon: undeclared params are not looked at,
+        // and an unclassified type word ("string|null") is not type-checked.
+        let ok = json!({"collection": "c", "limit": 5, "cursor": 3, "extra": [1]});
+        assert_eq!(
+            ask_through(&r, "data/list", ok).await,
+            Ok(Value::from("served"))
+        );
+        assert_eq!(rejected(&r, "data"), 12);
+    }
+
+    #[tokio::test]
+    async fn a_command_declaring_nothing_checkable_is_not_checked() {
+        let (r, _l) = router(vec![
+            DaemonSpec::new("sys")
+                .command(CommandSpec::new("ping", "p"))
+                .command(CommandSpec::new("echo", "e").param("x", "json", false, "any")),
+        ]);
+        let route = |c: &str| r.inner.exact.get(c).expect("route").params.len();
+        assert_eq!((route("ping"), route("echo")), (0, 0));
+        // Not even the params' shape: the handler sees whatever was sent.
+        for cmd in ["ping", "echo"] {
+            assert_eq!(
+                ask_through(&r, cmd, json!([1])).await,
+                Ok(Value::from("served"))
+            );
+        }
+        assert_eq!(rejected(&r, "sys"), 0);
+    }
+
+    #[test]
+    fn check_params_is_the_same_check_for_callers_that_answer_a_command_themselves() {
+        let (r, _l) = router(vec![data_spec()]);
+        assert_eq!(
+            r.check_params("data/list", &json!({})),
+            Err(DaemonError::validation("collection: required"))
+        );
+        assert_eq!(
+            r.check_params("data/list", &json!({"collection": "c"})),
+            Ok(())
+        );
+        assert_eq!(r.check_params("data/stats", &json!([1])), Ok(()));
+        assert_eq!(r.check_params("nobody/declares", &json!([1])), Ok(()));
+        assert_eq!(rejected(&r, "data"), 1);
+    }
+
+    #[test]
+    fn param_errors_become_daemon_errors_with_their_code_and_message() {
+        use daemonhost_protocol::params::ParamError;
+        let e: DaemonError = ParamError::missing("room").into();
+        assert_eq!(e, DaemonError::validation("room: required"));
+        let e: DaemonError = ParamError::wrong_type("room", ParamType::Object).into();
+        assert_eq!(e, DaemonError::bad_request("room: must be an object"));
+        let e: DaemonError = ParamError::NotAnObject.into();
+        assert_eq!(e, DaemonError::bad_request("params must be an object"));
     }
 
     #[test]

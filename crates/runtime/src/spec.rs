@@ -64,7 +64,10 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One parameter of a command, for `help`.
+/// One parameter of a command, for `help`, and the declaration the router checks before the
+/// handler runs (see `router.rs`): a `required` one must be present and not `null`, and a present
+/// one must have the JSON type `ty` names (`ParamType::parse`; a word it does not classify, such
+/// as `string|array`, is not type-checked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParamSpec {
     /// Parameter name.
@@ -72,24 +75,28 @@ pub struct ParamSpec {
     /// Type in words (`string`, `number`, `object`, …).
     #[serde(rename = "type")]
     pub ty: String,
-    /// Whether the command rejects a request without it.
+    /// Whether a request without it is refused (`validation` `<name>: required`, by the router).
     pub required: bool,
     /// One line for people.
     pub description: String,
 }
 
-/// A command a daemon serves: routed by exact name and listed by `list` / `help`.
+/// A command a daemon serves: routed by exact name and listed by `list` / `help`. Its `params`
+/// are checked by the router before the request is queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandSpec {
     /// Full command name, e.g. `data/list` or `ping`.
     pub name: String,
     /// One line for people.
     pub description: String,
-    /// Parameters, for `help`.
+    /// Parameters, for `help` and for the router's check.
     pub params: Vec<ParamSpec>,
     /// Default deadline when the caller gives none (falls back to the runtime default).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_ms")]
     pub timeout: Option<Duration>,
+    /// The command this one is another name for ([`DaemonSpec::alias`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_of: Option<String>,
 }
 
 fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -107,6 +114,7 @@ impl CommandSpec {
             description: description.into(),
             params: Vec::new(),
             timeout: None,
+            alias_of: None,
         }
     }
 
@@ -145,9 +153,14 @@ pub struct DaemonSpec {
     pub wants: Vec<String>,
     /// Exact commands served (also listed by `list`).
     pub commands: Vec<CommandSpec>,
-    /// Command prefixes served, ending in `/` (e.g. `data/`): every `data/...` not claimed
-    /// exactly by someone else routes here. The longest matching prefix wins.
+    /// Command prefixes served, ending in `/` (e.g. `data/`). The longest matching prefix wins
+    /// for a name nobody declares exactly; if this daemon declares commands and is not
+    /// [`open_prefix`](DaemonSpec::open_prefix), such a name is answered `unknown_command` with
+    /// near matches and never reaches it.
     pub prefixes: Vec<String>,
+    /// Whether names under `prefixes` that no one declares still reach this daemon (it answers
+    /// them itself). Off by default; a daemon that declares no commands is always open.
+    pub open_prefix: bool,
     /// Event patterns delivered to the daemon's `on_event`.
     pub events: Vec<String>,
     /// Queue bound before READY (the startup queue).
@@ -183,6 +196,7 @@ impl DaemonSpec {
             wants: Vec::new(),
             commands: Vec::new(),
             prefixes: Vec::new(),
+            open_prefix: false,
             events: Vec::new(),
             startup_queue: DEFAULT_STARTUP_QUEUE,
             mailbox: DEFAULT_MAILBOX,
@@ -210,9 +224,35 @@ impl DaemonSpec {
         self.commands.push(command);
         self
     }
-    /// Serve every command under a prefix ending in `/`.
+    /// Claim a prefix ending in `/`: names under it that nobody declares are routed here if the
+    /// daemon declares no commands or is [`open_prefix`](DaemonSpec::open_prefix), and answered
+    /// `unknown_command` with near matches otherwise.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefixes.push(prefix.into());
+        self
+    }
+    /// Let names under this daemon's prefixes that it does not declare reach its `handle`
+    /// anyway. Only for a daemon that really serves an open set of names there (its handler
+    /// answers an unknown one itself); aliases are better declared with
+    /// [`alias`](DaemonSpec::alias), so `list` shows them and their params are checked.
+    pub fn open_prefix(mut self) -> Self {
+        self.open_prefix = true;
+        self
+    }
+    /// Declare `name` as another name of the command `of`, declared before it: same params and
+    /// default timeout, description `alias of <of>`. The handler answers both names. An alias
+    /// whose target is not declared before it is a spec problem.
+    pub fn alias(mut self, name: impl Into<String>, of: &str) -> Self {
+        let mut c = self
+            .commands
+            .iter()
+            .find(|c| c.name == of)
+            .cloned()
+            .unwrap_or_else(|| CommandSpec::new(of, ""));
+        c.name = name.into();
+        c.description = format!("alias of {of}");
+        c.alias_of = Some(of.to_owned());
+        self.commands.push(c);
         self
     }
     /// Receive events matching a pattern.
@@ -290,6 +330,27 @@ impl DaemonSpec {
                 ));
             }
         }
+        for c in &self.commands {
+            let Some(of) = &c.alias_of else { continue };
+            match self.commands.iter().find(|t| &t.name == of) {
+                Some(t) if t.alias_of.is_some() => out.push(format!(
+                    "alias '{}' of '{of}', which is itself an alias",
+                    c.name
+                )),
+                Some(t) if t.params == c.params && t.timeout == c.timeout => {}
+                Some(_) => out.push(format!(
+                    "alias '{}' of '{of}' must be declared after it (its params differ)",
+                    c.name
+                )),
+                None => out.push(format!(
+                    "alias '{}' of '{of}', which this daemon does not declare",
+                    c.name
+                )),
+            }
+        }
+        if self.open_prefix && self.prefixes.is_empty() {
+            out.push("open_prefix without a prefix".into());
+        }
         for p in &self.prefixes {
             if p.len() < 2 || !p.ends_with('/') || p.starts_with('/') {
                 out.push(format!(
@@ -336,5 +397,43 @@ mod tests {
                 .problems()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn alias_copies_the_targets_params_and_timeout() {
+        let s = DaemonSpec::new("data")
+            .prefix("data/")
+            .command(
+                CommandSpec::new("data/list", "a page")
+                    .param("collection", "string", true, "name")
+                    .timeout(Duration::from_secs(3)),
+            )
+            .alias("data/query", "data/list");
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        let a = &s.commands[1];
+        assert_eq!(a.name, "data/query");
+        assert_eq!(a.description, "alias of data/list");
+        assert_eq!(a.alias_of.as_deref(), Some("data/list"));
+        assert_eq!(a.params, s.commands[0].params);
+        assert_eq!(a.timeout, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn alias_before_or_without_its_target_and_open_prefix_without_prefix_are_problems() {
+        let s = DaemonSpec::new("d")
+            .alias("d/q", "d/l")
+            .command(CommandSpec::new("d/l", "x").param("c", "string", true, "c"))
+            .alias("d/r", "d/none")
+            .alias("d/s", "d/q")
+            .open_prefix();
+        let p = s.problems();
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(
+            p[0].contains("'d/q' of 'd/l' must be declared after it"),
+            "{p:?}"
+        );
+        assert!(p[1].contains("does not declare"), "{p:?}");
+        assert!(p[2].contains("itself an alias"), "{p:?}");
+        assert_eq!(p[3], "open_prefix without a prefix");
     }
 }

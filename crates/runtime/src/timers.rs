@@ -14,17 +14,22 @@
 //! * ticks of one timer never overlap: the next tick waits for the previous tick future;
 //! * cancelling (by name, [`Timers::cancel_all`], [`Timers::shutdown`] or drop) aborts the task,
 //!   dropping an in-progress tick future at its next await point;
-//! * a tick that panics ends that timer (the panic stays inside its task); the registry forgets
-//!   finished timers lazily.
+//! * a tick is a unit of work: a tick that panics is caught at the tick (a one-shot timeout's
+//!   future likewise), reported to the registry's [`TickPanicHook`] (the runtime's counts it in
+//!   the daemon's `panics` and logs it with the daemon's name; without a hook it is logged with
+//!   the timer's name), and the timer keeps running: the next tick fires as scheduled. No other
+//!   timer is affected. The registry forgets finished timers lazily.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -32,6 +37,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// Spawns a timer future; lets the runtime wrap it (e.g. to measure poll time per daemon).
 pub type Spawner =
     Arc<dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) -> JoinHandle<()> + Send + Sync>;
+
+/// Called with the timer's name and the panic message when a tick panics (the tick's panic is
+/// caught; the timer keeps running).
+pub type TickPanicHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Default bound on timers per registry.
 pub const DEFAULT_MAX_TIMERS: usize = 1024;
@@ -90,6 +99,7 @@ type Map = Mutex<HashMap<String, Entry>>;
 pub struct Timers {
     map: Arc<Map>,
     spawner: Option<Spawner>,
+    on_panic: Option<TickPanicHook>,
     max: usize,
     next_id: AtomicU64,
 }
@@ -100,6 +110,7 @@ impl fmt::Debug for Timers {
             .field("names", &self.names())
             .field("max", &self.max)
             .field("custom_spawner", &self.spawner.is_some())
+            .field("panic_hook", &self.on_panic.is_some())
             .finish()
     }
 }
@@ -116,6 +127,7 @@ impl Timers {
         Self {
             map: Arc::new(Mutex::new(HashMap::new())),
             spawner: None,
+            on_panic: None,
             max: DEFAULT_MAX_TIMERS,
             next_id: AtomicU64::new(0),
         }
@@ -131,6 +143,13 @@ impl Timers {
         timers
     }
 
+    /// Reports every panicking tick to `hook` (see the [module docs](self)).
+    #[must_use]
+    pub fn on_tick_panic(mut self, hook: TickPanicHook) -> Self {
+        self.on_panic = Some(hook);
+        self
+    }
+
     /// Sets the maximum number of timers (default [`DEFAULT_MAX_TIMERS`]).
     #[must_use]
     pub fn with_max_timers(mut self, max: usize) -> Self {
@@ -139,7 +158,8 @@ impl Timers {
     }
 
     /// Registers (or replaces) interval `name`: `tick` runs every `period`, first after one
-    /// `period`; missed ticks are skipped; ticks never overlap.
+    /// `period`; missed ticks are skipped; ticks never overlap; a panicking tick is reported
+    /// and the next one still fires.
     pub fn register_interval<F, Fut>(
         &self,
         name: impl Into<String>,
@@ -154,18 +174,22 @@ impl Timers {
         if period.is_zero() {
             return Err(TimerError::ZeroPeriod { name });
         }
+        let guard = self.tick_guard(&name);
         self.register(name, move |_| async move {
             let mut interval = tokio::time::interval_at(Instant::now() + period, period);
             interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {
                 interval.tick().await;
-                tick().await;
+                // Calling `tick` happens inside the guarded future too: a panicking closure is
+                // a panicking tick.
+                guard.run(async { tick().await }).await;
             }
         })
     }
 
     /// Registers (or replaces) one-shot timeout `name`: `fut` runs once after `delay`, then the
-    /// timer is removed from the registry.
+    /// timer is removed from the registry (also when `fut` panics, which is reported like a
+    /// panicking tick).
     pub fn register_timeout<Fut>(
         &self,
         name: impl Into<String>,
@@ -175,11 +199,20 @@ impl Timers {
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.register(name.into(), move |remove| async move {
+        let name = name.into();
+        let guard = self.tick_guard(&name);
+        self.register(name, move |remove| async move {
             tokio::time::sleep(delay).await;
-            fut.await;
+            guard.run(fut).await;
             remove.run();
         })
+    }
+
+    fn tick_guard(&self, name: &str) -> TickGuard {
+        TickGuard {
+            timer: name.to_owned(),
+            hook: self.on_panic.clone(),
+        }
     }
 
     fn register<M, Fut>(&self, name: String, make: M) -> Result<(), TimerError>
@@ -275,6 +308,26 @@ impl Timers {
 impl Drop for Timers {
     fn drop(&mut self) {
         self.cancel_all();
+    }
+}
+
+/// Runs one tick with its panic caught and reported.
+struct TickGuard {
+    timer: String,
+    hook: Option<TickPanicHook>,
+}
+
+impl TickGuard {
+    async fn run<F: Future<Output = ()>>(&self, tick: F) {
+        if let Err(p) = AssertUnwindSafe(tick).catch_unwind().await {
+            let msg = crate::error::panic_message(&*p);
+            match &self.hook {
+                Some(hook) => hook(&self.timer, &msg),
+                None => {
+                    tracing::error!(timer = %self.timer, panic = %msg, "Timer tick panicked; the timer keeps running");
+                }
+            }
+        }
     }
 }
 
@@ -527,17 +580,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn panicking_tick_ends_only_that_timer() {
+    async fn panicking_tick_is_reported_and_the_timer_keeps_ticking_and_no_other_is_affected() {
         let _l = COUNTER_LOCK.lock().await;
-        let t = Timers::new();
+        // Unbounded is fine here: it records a handful of reports of a timer this test stops; it cannot grow.
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let hook: TickPanicHook = Arc::new(move |timer, msg| {
+            let _ = ptx.send((timer.to_owned(), msg.to_owned(), Instant::now()));
+        });
+        let t = Timers::new().on_tick_panic(hook);
+        let start = Instant::now();
         // Unbounded is fine here: it records a handful of ticks of a timer this test stops; it cannot grow.
         let (tx, mut rx) = mpsc::unbounded_channel();
         t.register_interval("bad", ms(10), || async { panic!("tick failed") })
             .expect("register");
         t.register_interval("good", ms(10), ticker(tx))
             .expect("register");
-        rx.recv().await.expect("tick");
-        rx.recv().await.expect("tick");
-        assert_eq!(t.names(), vec!["good".to_owned()]);
+        t.register_timeout("once", ms(15), async { panic!("timeout failed") })
+            .expect("register");
+        let mut reports = Vec::new();
+        for _ in 0..4 {
+            reports.push(prx.recv().await.expect("reported"));
+        }
+        let at = |name: &str| -> Vec<Duration> {
+            reports
+                .iter()
+                .filter(|r| r.0 == name)
+                .map(|r| r.2 - start)
+                .collect()
+        };
+        // The bad interval panicked at 10, 20 and 30 ms: every tick ran, on schedule.
+        assert_eq!(at("bad"), vec![ms(10), ms(20), ms(30)]);
+        assert_eq!(at("once"), vec![ms(15)]);
+        assert!(reports.iter().any(|r| r.1 == "tick failed"));
+        assert!(reports.iter().any(|r| r.1 == "timeout failed"));
+        rx.recv().await.expect("good ticks");
+        // The panicking timeout still removed itself; both intervals are alive.
+        assert_eq!(t.names(), vec!["bad".to_owned(), "good".to_owned()]);
+        t.shutdown().await;
     }
 }

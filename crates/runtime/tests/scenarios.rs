@@ -3,8 +3,8 @@
 
 use daemonhost_runtime::bus::Delivery;
 use daemonhost_runtime::{
-    BoxError, Context, Daemon, DaemonError, DaemonSpec, DeferredState, ErrorCode, LifecycleState,
-    OverflowPolicy, Request, RestartPolicy, Runtime, RuntimeBuilder,
+    BoxError, Cause, Context, Daemon, DaemonError, DaemonSpec, DeferredState, ErrorCode,
+    LifecycleState, OverflowPolicy, Phase, Request, RestartPolicy, Runtime, RuntimeBuilder,
 };
 use daemonhost_testkit::{eventually, quiet_config, within};
 use parking_lot::Mutex;
@@ -338,11 +338,30 @@ async fn start_failure_answers_every_queued_request_unavailable_with_cause_and_f
     let reports = rt.reports();
     let room = reports.iter().find(|r| r.name == "room").expect("room");
     assert_eq!(room.state, LifecycleState::Failed);
-    let cause = room.cause.clone().unwrap_or_default();
+    // The cause chains transitively: room <- user <- data's own start failure.
+    let cause = room.cause.clone().expect("room has a cause");
+    let Cause::DependencyFailed {
+        dependency,
+        cause: via,
+    } = &cause
+    else {
+        panic!("{cause:?}")
+    };
+    assert_eq!(dependency, "user");
     assert!(
-        cause.contains("requires 'user'")
-            && cause.contains("requires 'data'")
-            && cause.contains("disk on fire"),
+        matches!(&**via, Cause::DependencyFailed { dependency, .. } if dependency == "data"),
+        "{via:?}"
+    );
+    assert!(
+        matches!(cause.root(), Cause::StartFailed { error } if error.contains("disk on fire")),
+        "{cause:?}"
+    );
+    assert_eq!(room.cause_kind, Some("dependency_failed"));
+    // The human text reads as it always did.
+    assert!(
+        cause
+            .to_string()
+            .starts_with("requires 'user', which failed: requires 'data'"),
         "{cause}"
     );
     // Requests after the failure are answered at once with the same cause.
@@ -484,11 +503,11 @@ async fn deferred_init_runs_after_ready_and_its_failure_is_reported_while_servin
     let r = &rt.reports()[0];
     assert_eq!(r.state, LifecycleState::Ready);
     assert_eq!(r.deferred, DeferredState::Failed);
-    assert!(
-        r.deferred_cause
-            .as_deref()
-            .unwrap_or("")
-            .contains("index corrupt")
+    assert_eq!(
+        r.deferred_cause,
+        Some(Cause::DeferredInitFailed {
+            error: "index corrupt".into()
+        })
     );
     assert_eq!(
         rt.router().ask("d/echo", json!(5)).await.expect("serves"),
@@ -639,10 +658,14 @@ async fn start_panic_fails_the_daemon_with_the_panic_message() {
     let report = within("start", rt.start_all()).await;
     assert_eq!(report.failed.len(), 1);
     assert!(
-        report.failed[0].cause.contains("boom in start"),
+        matches!(
+            &report.failed[0].cause,
+            Cause::Panicked { phase: Phase::Start, message } if message.contains("boom in start")
+        ),
         "{:?}",
         report.failed
     );
+    assert_eq!(rt.reports()[0].panics, 1);
     within("shutdown", rt.shutdown()).await;
 }
 
@@ -656,8 +679,9 @@ async fn start_timeout_fails_the_daemon() {
         },
     }]);
     let report = rt.start_all().await;
-    assert!(
-        report.failed[0].cause.contains("timed out after 300 ms"),
+    assert_eq!(
+        report.failed[0].cause,
+        Cause::StartTimedOut { after_ms: 300 },
         "{:?}",
         report.failed
     );

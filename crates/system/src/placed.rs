@@ -174,7 +174,7 @@ pub struct WorkersConfig {
     /// How workers run.
     pub options: WorkerOptions,
     /// Where the search daemon reads `chat_messages` (the data daemon's slot).
-    pub store: daemonhost_data::StoreSlot,
+    pub store: daemonhost_data_client::DataClient,
 }
 
 const ANSWERED_NONE: u8 = 0;
@@ -344,7 +344,7 @@ impl<S: WorkerService> Placed<S> {
         command: &str,
         params: Value,
     ) -> Result<Value, DaemonError> {
-        ctx.metrics().record_work(WorkPlace::Inline);
+        ctx.served_at(WorkPlace::Inline);
         self.fallback_served.fetch_add(1, Ordering::Relaxed);
         self.answered(ctx, ANSWERED_FALLBACK);
         self.fallback
@@ -418,7 +418,7 @@ impl<S: WorkerService> Placed<S> {
     }
 
     fn answered_by_worker(&self, ctx: &Context) {
-        ctx.metrics().record_work(WorkPlace::Worker);
+        ctx.served_at(WorkPlace::Worker);
         self.worker_served.fetch_add(1, Ordering::Relaxed);
         self.answered(ctx, ANSWERED_WORKER);
     }

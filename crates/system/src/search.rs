@@ -24,8 +24,8 @@
 //! Not followed: archiving (archived messages stay searchable).
 
 use crate::placed::{Placed, Placement, WorkerOptions};
-use daemonhost_data::store::{DataStore, Handle, ListParams};
-use daemonhost_data::{StoreSlot, value::parse_date_ms};
+use daemonhost_data_client::{Data, DataClient, Handle, ListParams};
+use daemonhost_protocol::time::parse_date_ms;
 use daemonhost_runtime::supervisor::WorkerState;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request,
@@ -54,12 +54,12 @@ const COLLECTION: &str = "chat_messages";
 pub struct SearchDaemon {
     placement: Placement,
     options: WorkerOptions,
-    store: StoreSlot,
+    store: DataClient,
 }
 
 impl SearchDaemon {
     /// A search daemon reading `chat_messages` from the store in `store`.
-    pub fn new(placement: Placement, options: WorkerOptions, store: StoreSlot) -> Self {
+    pub fn new(placement: Placement, options: WorkerOptions, store: DataClient) -> Self {
         SearchDaemon {
             placement,
             options,
@@ -94,7 +94,7 @@ struct Sync {
 /// The running search daemon.
 pub struct SearchState {
     placed: Arc<Placed<SearchService>>,
-    store: DataStore,
+    store: Data,
     sync: Arc<Sync>,
 }
 
@@ -464,14 +464,15 @@ impl Daemon for SearchDaemon {
                 "search/reindex",
                 "Empty the message index and load it again from chat_messages (answers miss messages until the load ends; health/status shows index.reindexes and lastLoadMs) -> {scheduled}",
             ))
+            .command(CommandSpec::new(
+                "search/index-clear",
+                "Refused through the router (the index follows chat_messages): use search/reindex",
+            ))
             .command(CommandSpec::new("search/stats", "Index counters"))
     }
 
     async fn start(&self, ctx: &Context) -> Result<Self::State, BoxError> {
-        let store = self
-            .store
-            .get()
-            .ok_or("the data daemon has not published its store")?;
+        let store = self.store.bind(ctx.router());
         // With a worker, the host's copy is only the fallback: it keeps the most recent
         // FALLBACK_MAX_DOCS messages so the host's memory stays flat however long it runs (the
         // worker process holds the full index). In-process, this copy is the index itself.

@@ -5,23 +5,44 @@
 //! different copies of `daemonhost-data` (its own and the one this crate links).
 
 use daemonhost_data::{DataConfig, DataDaemon, StoreSlot};
+use daemonhost_data_client::{DataClient, LocalSlot};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
 use serde_json::Value;
 use std::path::Path;
 
+/// The data daemon's handles, for the daemons `register` adds.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    /// Where the store appears once the daemon has started (the archive daemon, tests).
+    pub store: StoreSlot,
+    /// What the data client's in-process path reads.
+    pub local: LocalSlot,
+}
+
+impl Slots {
+    /// A data client on the in-process path while the daemon runs (`DataPath::Auto`).
+    pub fn client(&self) -> DataClient {
+        DataClient::new(self.local.clone())
+    }
+}
+
 /// Build (not start) a runtime with `config`: the data daemon on `dir` (`DataConfig::new(dir)`),
-/// then whatever `register` adds, given the data daemon's store slot.
+/// then whatever `register` adds, given the data daemon's slots. Returns the runtime and the
+/// store slot.
 pub fn build(
     dir: &Path,
     config: RuntimeConfig,
-    register: impl FnOnce(&mut RuntimeBuilder, &StoreSlot),
+    register: impl FnOnce(&mut RuntimeBuilder, &Slots),
 ) -> (Runtime, StoreSlot) {
     let mut b = RuntimeBuilder::new(config);
     let data = DataDaemon::new(DataConfig::new(dir));
-    let slot = data.store_slot();
+    let slots = Slots {
+        store: data.store_slot(),
+        local: data.local_slot(),
+    };
     b.register(data);
-    register(&mut b, &slot);
-    (b.build().expect("a valid plan"), slot)
+    register(&mut b, &slots);
+    (b.build().expect("a valid plan"), slots.store)
 }
 
 /// [`build`], then start everything; returns once all daemons are READY.
@@ -31,7 +52,7 @@ pub fn build(
 pub async fn boot(
     dir: &Path,
     config: RuntimeConfig,
-    register: impl FnOnce(&mut RuntimeBuilder, &StoreSlot),
+    register: impl FnOnce(&mut RuntimeBuilder, &Slots),
 ) -> (Runtime, StoreSlot) {
     let (rt, slot) = build(dir, config, register);
     let report = rt.start_all().await;

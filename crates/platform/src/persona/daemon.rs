@@ -3,9 +3,7 @@
 use crate::persona::state::{
     Action, InboxItem, Offered, PersonaConfig, PersonaSnapshot, PersonaState, truncate_utf8,
 };
-use daemonhost_data::StoreSlot;
-use daemonhost_data::error::DataError;
-use daemonhost_data::store::{DataStore, Handle, ListParams};
+use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request, Semaphore,
 };
@@ -54,7 +52,7 @@ pub type AfterSnapshots = Arc<dyn Fn() + Send + Sync>;
 /// The persona daemon (`persona`).
 #[derive(Clone)]
 pub struct PersonaDaemon {
-    store: StoreSlot,
+    store: DataClient,
     config: PersonasConfig,
     after_snapshots: Option<AfterSnapshots>,
 }
@@ -70,7 +68,7 @@ impl std::fmt::Debug for PersonaDaemon {
 
 impl PersonaDaemon {
     /// A persona daemon reading and writing through the data daemon's store.
-    pub fn new(store: StoreSlot, config: PersonasConfig) -> Self {
+    pub fn new(store: DataClient, config: PersonasConfig) -> Self {
         PersonaDaemon {
             store,
             config,
@@ -97,7 +95,7 @@ struct Entry {
 
 /// What the daemon owns while it runs.
 pub struct Personas {
-    store: DataStore,
+    store: Data,
     config: PersonasConfig,
     map: Mutex<HashMap<String, Entry>>,
     wake: Notify,
@@ -121,71 +119,29 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn data_err(e: DataError) -> BoxError {
+fn data_err(e: DataClientError) -> BoxError {
     Box::new(e)
 }
 
 /// Change of energy within one tick that makes a persona's state worth a snapshot.
 const SNAPSHOT_ENERGY_STEP: f32 = 0.05;
 
-const SNAPSHOT_DDL: &str = "CREATE TABLE IF NOT EXISTS persona_snapshot (
-    id TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated_at INTEGER NOT NULL)";
-
 impl Personas {
     async fn load_snapshot(&self, id: &str) -> Option<PersonaSnapshot> {
-        let db = self.store.db(&Handle::Persona(id.to_owned())).await.ok()?;
-        let key = id.to_owned();
-        let text = db
-            .write(move |conn| {
-                conn.execute(SNAPSHOT_DDL, [])
-                    .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
-                let mut stmt = conn
-                    .prepare_cached("SELECT snapshot FROM persona_snapshot WHERE id = ?1")
-                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?;
-                let mut rows = stmt
-                    .query([&key])
-                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?;
-                match rows
-                    .next()
-                    .map_err(|e| DataError::sqlite("persona", "read snapshot", &e))?
-                {
-                    Some(row) => row
-                        .get::<_, String>(0)
-                        .map(Some)
-                        .map_err(|e| DataError::sqlite("persona", "read snapshot", &e)),
-                    None => Ok(None),
-                }
-            })
-            .await;
-        self.store.close_persona(id).await;
-        serde_json::from_str(&text.ok()??).ok()
+        match self.store.snapshot_read(id).await {
+            Ok(Some(v)) => serde_json::from_value(v).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(persona = id, error = %e, "Cannot read the persona's snapshot; starting afresh");
+                None
+            }
+        }
     }
 
-    async fn save_snapshot(&self, snap: PersonaSnapshot) -> Result<(), DataError> {
-        let db = self
-            .store
-            .db(&Handle::Persona(snap.persona_id.clone()))
-            .await?;
-        let text = serde_json::to_string(&snap)
-            .map_err(|e| DataError::BadRequest(format!("snapshot: {e}")))?;
-        let id = snap.persona_id;
-        let key = id.clone();
-        let at = i64::try_from(now_ms()).unwrap_or(i64::MAX);
-        let written = db.write(move |conn| {
-            conn.execute(SNAPSHOT_DDL, [])
-                .map_err(|e| DataError::sqlite("persona", "create snapshot table", &e))?;
-            conn.execute(
-                "INSERT INTO persona_snapshot (id, snapshot, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
-                rusqlite::params![id, text, at],
-            )
-            .map_err(|e| DataError::sqlite("persona", "write snapshot", &e))?;
-            Ok(())
-        })
-        .await;
-        // Snapshots are rare: close the database so no thread is kept per persona.
-        self.store.close_persona(&key).await;
-        written
+    async fn save_snapshot(&self, snap: PersonaSnapshot) -> Result<(), DataClientError> {
+        let v = serde_json::to_value(&snap)
+            .map_err(|e| DataClientError::Other(DaemonError::internal(format!("snapshot: {e}"))))?;
+        self.store.snapshot_write(&snap.persona_id, v).await
     }
 
     /// Load (or refresh) a persona from its user record.
@@ -512,9 +468,12 @@ fn message_text(m: &Value) -> String {
     }
 }
 
-/// The scheduler: one task ticking every persona when it is due.
+/// The scheduler: one task ticking every persona when it is due. Replies run as tasks of the
+/// daemon's context ([`Context::task_set`]): tracked, timed toward this daemon's longest poll,
+/// cancelled at its stop, and a panicking reply is counted in its `panics` and logged, without
+/// taking the scheduler down.
 async fn schedule(ctx: Context, p: Arc<Personas>) {
-    let mut inflight = tokio::task::JoinSet::new();
+    let mut inflight = ctx.task_set::<()>();
     loop {
         let now = now_ms();
         let (replies, next) = p.tick_due(now);
@@ -530,7 +489,9 @@ async fn schedule(ctx: Context, p: Arc<Personas>) {
                 drop(permit);
             });
         }
-        while inflight.try_join_next().is_some() {}
+        while let Some(done) = inflight.try_join_next() {
+            note_reply(&p, done);
+        }
         let wait = next
             .map(|n| Duration::from_millis(n.saturating_sub(now_ms()).max(1)))
             .unwrap_or(Duration::from_secs(3600));
@@ -538,10 +499,17 @@ async fn schedule(ctx: Context, p: Arc<Personas>) {
             () = ctx.cancelled() => break,
             () = p.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => note_reply(&p, done),
         }
     }
     inflight.abort_all();
+}
+
+/// A finished reply task: a panic (already counted and logged by the runtime) is a failed reply.
+fn note_reply(p: &Personas, done: Result<(), daemonhost_runtime::TaskError>) {
+    if done.is_err() {
+        *p.reply_failures.lock() += 1;
+    }
 }
 
 impl Daemon for PersonaDaemon {
@@ -576,10 +544,7 @@ impl Daemon for PersonaDaemon {
     }
 
     async fn start(&self, ctx: &Context) -> Result<Arc<Personas>, BoxError> {
-        let store = self
-            .store
-            .get()
-            .ok_or("the data daemon has not published its store")?;
+        let store = self.store.bind(ctx.router());
         let p = Arc::new(Personas {
             store,
             config: self.config.clone(),

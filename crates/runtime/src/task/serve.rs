@@ -1,0 +1,212 @@
+//! Phase 3: serve requests and events, with deferred init alongside.
+
+use super::drain::stop_gate;
+use super::{Task, Work, micros_since};
+use crate::bus::{Delivery, Subscription};
+use crate::cause::{Cause, Phase};
+use crate::context::Context;
+use crate::daemon::Daemon;
+use crate::error::{DaemonError, panic_message};
+use crate::lifecycle::DeferredState;
+use crate::mailbox::Envelope;
+use crate::metrics::{DaemonMetrics, RequestPlace, RequestScope, WorkPlace};
+use crate::router::{Slot, init_report};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+/// Everything `serve` needs that does not change per request.
+pub(super) struct Serving<'a, D: Daemon> {
+    pub(super) daemon: &'a D,
+    pub(super) ctx: &'a Context,
+    pub(super) state: &'a D::State,
+    pub(super) slot: &'a Slot,
+}
+
+/// How the serve loop ended.
+pub(super) enum Served {
+    /// The stop gate opened: drain next.
+    Stop,
+    /// Background work died with this cause: the daemon fails.
+    Crashed(Cause),
+}
+
+/// Serves until the stop gate opens. Guarantees: at most `spec.concurrency` requests and
+/// events are in flight at once (all on this task, so handlers borrow the state); requests are
+/// taken from the mailbox in FIFO order; deferred init runs alongside, once; a background task
+/// of the daemon that dies ends the loop at once with its cause. `work` turns an admitted
+/// request or event into its future (the driver passes [`serve`] / [`deliver`]).
+pub(super) async fn serve_until_stop<D, F, W>(
+    t: &Task<'_>,
+    s: &Serving<'_, D>,
+    subs: &mut [Subscription],
+    inflight: &mut FuturesUnordered<F>,
+    work: &W,
+) -> Served
+where
+    D: Daemon,
+    F: Future<Output = ()>,
+    W: Fn(Work) -> F,
+{
+    let deferred = deferred_init(t, s);
+    let gate = stop_gate(t);
+    tokio::pin!(deferred, gate);
+    let mut deferred_done = false;
+    let mut mailbox_open = true;
+    let mut events_open = true;
+    let limit = t.spec().concurrency;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut gate => return match r {
+                Ok(()) => Served::Stop,
+                Err(cause) => Served::Crashed(cause),
+            },
+            Some(()) = inflight.next(), if !inflight.is_empty() => {}
+            () = &mut deferred, if !deferred_done => deferred_done = true,
+            env = s.slot.mailbox.recv(), if mailbox_open && inflight.len() < limit => match env {
+                Some(env) => inflight.push(work(Work::Request(env))),
+                None => mailbox_open = false,
+            },
+            d = next_delivery(subs), if events_open && inflight.len() < limit => match d {
+                Some(d) => inflight.push(work(Work::Event(d))),
+                None => events_open = false,
+            },
+        }
+    }
+}
+
+/// Runs `start_deferred` once, after READY. Guarantees: the deferred sub-state goes
+/// `running → done | failed`; a failure (error or caught panic) is logged and kept as the
+/// deferred cause while the daemon stays READY; `system:daemon:init-complete` carries the
+/// daemon's init report either way.
+async fn deferred_init<D: Daemon>(t: &Task<'_>, s: &Serving<'_, D>) {
+    let lifecycle = &t.l.lifecycle;
+    let m = &s.slot.metrics;
+    lifecycle.set_deferred(DeferredState::Running, None);
+    let t0 = Instant::now();
+    let r = AssertUnwindSafe(s.daemon.start_deferred(s.ctx, s.state))
+        .catch_unwind()
+        .await;
+    m.deferred_init_us
+        .store(micros_since(t0), Ordering::Relaxed);
+    m.total_us
+        .store(micros_since(t.started_at), Ordering::Relaxed);
+    let cause = match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(Cause::DeferredInitFailed {
+            error: e.to_string(),
+        }),
+        Err(p) => {
+            m.panics.fetch_add(1, Ordering::Relaxed);
+            Some(Cause::Panicked {
+                phase: Phase::DeferredInit,
+                message: panic_message(&*p),
+            })
+        }
+    };
+    if let Some(c) = &cause {
+        tracing::error!(daemon = %t.name(), cause = %c, "Deferred init failed; daemon stays READY");
+    }
+    let state = if cause.is_some() {
+        DeferredState::Failed
+    } else {
+        DeferredState::Done
+    };
+    lifecycle.set_deferred(state, cause);
+    let report = init_report(s.slot);
+    let _ = t.rt().bus.publish(
+        "system:daemon:init-complete",
+        serde_json::to_value(&report).unwrap_or_default(),
+    );
+}
+
+struct InFlight<'a>(&'a DaemonMetrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one request. Guarantees: exactly one answer (a caller already gone is skipped, a
+/// deadline already passed is answered `timeout`, both counted `expired`); the handler's future
+/// is dropped at the deadline; a panic is answered `internal` and counted; the request is
+/// counted once in the work counts, where the handler said it was served (`Inline` if it said
+/// nothing), before the answer is sent. No allocation or lock beyond the handler's own.
+pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
+    let Envelope { request, reply, .. } = env;
+    let counters = &s.slot.mailbox.counters;
+    if reply.is_closed() {
+        counters.expired.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let deadline = request.deadline;
+    if Instant::now() >= deadline {
+        counters.expired.fetch_add(1, Ordering::Relaxed);
+        let _ = reply.send(Err(DaemonError::timeout(format!(
+            "deadline passed while queued for daemon '{}'",
+            s.slot.name
+        ))));
+        return;
+    }
+    let m = &s.slot.metrics;
+    m.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _guard = InFlight(m);
+    let place = RequestPlace::default();
+    let handled = AssertUnwindSafe(RequestScope::new(
+        s.daemon.handle(s.ctx, s.state, request),
+        &place,
+    ))
+    .catch_unwind();
+    let out = match tokio::time::timeout_at(deadline, handled).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => {
+            m.panics.fetch_add(1, Ordering::Relaxed);
+            let msg = panic_message(&*panic);
+            tracing::error!(daemon = %s.slot.name, panic = %msg, "Daemon panicked while handling a request");
+            Err(DaemonError::internal(format!(
+                "daemon '{}' panicked while handling the request: {msg}",
+                s.slot.name
+            )))
+        }
+        Err(_) => Err(DaemonError::timeout(format!(
+            "daemon '{}' did not answer before the deadline",
+            s.slot.name
+        ))),
+    };
+    m.count_work(place.get().unwrap_or(WorkPlace::Inline));
+    m.handled.fetch_add(1, Ordering::Relaxed);
+    if out.is_err() {
+        m.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = reply.send(out);
+}
+
+/// Delivers one event to `on_event`. Guarantees: counted in `events`; a panic is caught,
+/// counted and logged, and the daemon keeps serving.
+pub(super) async fn deliver<D: Daemon>(s: &Serving<'_, D>, d: Delivery) {
+    s.slot.metrics.events.fetch_add(1, Ordering::Relaxed);
+    if let Err(panic) = AssertUnwindSafe(s.daemon.on_event(s.ctx, s.state, d))
+        .catch_unwind()
+        .await
+    {
+        s.slot.metrics.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(daemon = %s.slot.name, panic = %panic_message(&*panic), "Daemon panicked in on_event");
+    }
+}
+
+/// The next delivery from any of the daemon's subscriptions (pending forever if none).
+async fn next_delivery(subs: &mut [Subscription]) -> Option<Delivery> {
+    match subs {
+        [] => std::future::pending().await,
+        [one] => one.recv().await,
+        many => {
+            let futs = many.iter_mut().map(|s| Box::pin(s.recv()));
+            futures_util::future::select_all(futs).await.0
+        }
+    }
+}
