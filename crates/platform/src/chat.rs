@@ -28,10 +28,11 @@
 
 use crate::users::SYSTEM_UNIQUE_ID;
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, short, stats_json, store_of,
+    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, param_err, params_of, short,
+    stats_json, store_of,
 };
-use daemonhost_data::value::{format_ms, now_ms, parse_date_ms};
 use daemonhost_data::{DataError, DataStore, Handle, ListParams, StoreSlot};
+use daemonhost_protocol::time::{format_ms, now_ms, parse_date_ms};
 use daemonhost_runtime::{
     BoundedCache, BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, ErrorCode,
     Request,
@@ -135,27 +136,23 @@ async fn send(
     state: &ChatState,
     p: &Params,
 ) -> Result<Value, DaemonError> {
-    let room = p.str("room", MAX_KEY)?;
-    let text = match p.get("message") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(DaemonError::bad_request("message: must be a string")),
-        None => return Err(DaemonError::bad_request("message: required")),
-    };
-    if text.trim().is_empty() {
-        return Err(DaemonError::validation("message: must not be empty"));
-    }
-    if text.chars().count() > cfg.max_message_chars {
-        return Err(DaemonError::validation(format!(
-            "message: at most {} characters",
-            cfg.max_message_chars
-        )));
-    }
+    let room = p.str_max("room", MAX_KEY).map_err(param_err)?;
+    let text = p
+        .str_max("message", cfg.max_message_chars)
+        .map_err(param_err)?;
     let sender = p
-        .opt_str("sender", MAX_KEY)?
+        .opt_str_max("sender", MAX_KEY)
+        .map_err(param_err)?
         .unwrap_or(&state.system_id)
         .to_owned();
-    let reply_to = p.opt_str("replyTo", MAX_KEY)?.map(str::to_owned);
-    let client_id = p.opt_str("clientMessageId", MAX_KEY)?.map(str::to_owned);
+    let reply_to = p
+        .opt_str_max("replyTo", MAX_KEY)
+        .map_err(param_err)?
+        .map(str::to_owned);
+    let client_id = p
+        .opt_str_max("clientMessageId", MAX_KEY)
+        .map_err(param_err)?
+        .map(str::to_owned);
 
     let store_it = || async {
         let user = match ctx.router().ask("user/get", json!({ "id": sender })).await {
@@ -251,10 +248,11 @@ async fn send(
 }
 
 async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, DaemonError> {
-    let limit = p.limit(50, 500)?;
+    let limit = p.limit(50, 500).map_err(param_err)?;
+    let room = p.str_max("room", MAX_KEY).map_err(param_err)?;
     let check = ctx
         .router()
-        .ask("room/check", json!({ "room": p.str("room", MAX_KEY)? }))
+        .ask("room/check", json!({ "room": room }))
         .await?;
     let room_id = check["roomId"]
         .as_str()
@@ -321,9 +319,14 @@ async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, 
                 same
             }
         }
+        Some(Value::String(_)) => {
+            return Err(DaemonError::validation(format!(
+                "before: at most {MAX_KEY} characters"
+            )));
+        }
         Some(_) => {
             return Err(DaemonError::bad_request(
-                "before: a message id, an RFC 3339 timestamp or epoch milliseconds",
+                "before: must be a message id, an RFC 3339 timestamp or epoch milliseconds",
             ));
         }
     };
@@ -415,7 +418,7 @@ impl Daemon for ChatDaemon {
         state: &ChatState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "chat/send" => send(ctx, &self.cfg, state, &p).await,
             "chat/history" => history(ctx, state, &p).await,

@@ -26,8 +26,8 @@
 //! - `user/state {userId}` → the user's `user_states` record
 
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
-    stats_json, store_of,
+    MAX_KEY, ParamError, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict,
+    obj, param_err, params_of, short, stats_json, store_of,
 };
 use daemonhost_data::{BatchOp, DataError, DataStore, Handle, ListParams, StoreSlot};
 use daemonhost_runtime::{
@@ -394,14 +394,15 @@ impl Daemon for UserDaemon {
         state: &UserDaemonState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "user/create" => {
                 let kind = p
-                    .opt_str_any(&["type", "kind"], 20)?
-                    .ok_or_else(|| DaemonError::bad_request("type: required"))?;
+                    .opt_str_any(&["type", "kind"], 20)
+                    .and_then(|k| k.ok_or_else(|| ParamError::missing("type")))
+                    .map_err(param_err)?;
                 validate_kind(kind)?;
-                let name = p.str("displayName", 100)?;
+                let name = p.str_max("displayName", 100).map_err(param_err)?;
                 let mut data = Map::new();
                 data.insert("type".into(), json!(kind));
                 data.insert("displayName".into(), json!(name.trim()));
@@ -413,9 +414,9 @@ impl Daemon for UserDaemon {
                 Ok(u)
             }
             "user/get" => {
-                if let Some(id) = p.opt_str("id", MAX_KEY)? {
+                if let Some(id) = p.opt_str_max("id", MAX_KEY).map_err(param_err)? {
                     state.get(id).await.map(|u| (*u).clone())
-                } else if let Some(uid) = p.opt_str("uniqueId", MAX_KEY)? {
+                } else if let Some(uid) = p.opt_str_max("uniqueId", MAX_KEY).map_err(param_err)? {
                     find_by_unique(&state.store, "users", uid)
                         .await?
                         .ok_or_else(|| {
@@ -425,17 +426,17 @@ impl Daemon for UserDaemon {
                             ))
                         })
                 } else {
-                    Err(DaemonError::bad_request("id: required (or uniqueId)"))
+                    Err(DaemonError::validation("id: required (or uniqueId)"))
                 }
             }
             "user/list" => {
-                let limit = p.limit(100, 1000)?;
+                let limit = p.limit(100, 1000).map_err(param_err)?;
                 let mut filter = Map::new();
-                if let Some(kind) = p.opt_str_any(&["type", "kind"], 20)? {
+                if let Some(kind) = p.opt_str_any(&["type", "kind"], 20).map_err(param_err)? {
                     validate_kind(kind)?;
                     filter.insert("type".into(), json!(kind));
                 }
-                if let Some(s) = p.opt_str("status", 20)? {
+                if let Some(s) = p.opt_str_max("status", 20).map_err(param_err)? {
                     filter.insert("status".into(), json!(s));
                 }
                 let page = state
@@ -446,7 +447,10 @@ impl Daemon for UserDaemon {
                         ListParams {
                             filter: Some(Value::Object(filter)),
                             limit: Some(json!(limit)),
-                            cursor: p.opt_str("cursor", 4096)?.map(str::to_owned),
+                            cursor: p
+                                .opt_str_max("cursor", 4096)
+                                .map_err(param_err)?
+                                .map(str::to_owned),
                             ..Default::default()
                         },
                     )
@@ -456,13 +460,13 @@ impl Daemon for UserDaemon {
                 )
             }
             "user/update" => {
-                let id = p.str("id", MAX_KEY)?;
+                let id = p.str_max("id", MAX_KEY).map_err(param_err)?;
                 let mut data = Map::new();
-                if let Some(kind) = p.opt_str_any(&["type", "kind"], 20)? {
+                if let Some(kind) = p.opt_str_any(&["type", "kind"], 20).map_err(param_err)? {
                     validate_kind(kind)?;
                     data.insert("type".into(), json!(kind));
                 }
-                if let Some(n) = p.opt_str("displayName", 100)? {
+                if let Some(n) = p.opt_str_max("displayName", 100).map_err(param_err)? {
                     data.insert("displayName".into(), json!(n.trim()));
                 }
                 if let Some(v) = p.get("lastActiveAt") {
@@ -474,13 +478,7 @@ impl Daemon for UserDaemon {
                         "data: nothing to update (give displayName, status, type, ...)",
                     ));
                 }
-                let version = p
-                    .get("version")
-                    .map(|v| {
-                        v.as_i64()
-                            .ok_or_else(|| DaemonError::bad_request("version: must be an integer"))
-                    })
-                    .transpose()?;
+                let version = p.opt_i64("version").map_err(param_err)?;
                 let u = match state
                     .store
                     .update(&Handle::Primary, "users", id, data, version)
@@ -500,7 +498,7 @@ impl Daemon for UserDaemon {
                 Ok(u)
             }
             "user/state" => {
-                let id = p.str("userId", MAX_KEY)?;
+                let id = p.str_max("userId", MAX_KEY).map_err(param_err)?;
                 let page = state
                     .store
                     .list(
