@@ -21,7 +21,6 @@
 
 pub mod counters;
 pub mod logging;
-mod params;
 pub mod placed;
 pub mod search;
 pub mod session;
@@ -34,7 +33,22 @@ pub use search::SearchDaemon;
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{EventsDaemon, HealthDaemon, SystemDaemon};
 
+use daemonhost_protocol::params::{ParamError, Params};
+use daemonhost_runtime::DaemonError;
 use std::sync::Arc;
+
+/// A params reading's error as the request's answer: the code and message of the protocol's one
+/// reader (`validation` "<name>: required", `bad_request` "<name>: must be a string", …). A
+/// function, not `From`: both types live in other crates.
+pub(crate) fn param_err(e: ParamError) -> DaemonError {
+    DaemonError::new(e.code(), e.to_string())
+}
+
+/// The params of a request (`null` is `{}`), or the `bad_request` for params that are not an
+/// object.
+pub(crate) fn params_of(v: serde_json::Value) -> Result<Params, DaemonError> {
+    Params::new(v).map_err(param_err)
+}
 
 /// Everything the system daemons are configured with.
 #[derive(Debug, Clone, Default)]

@@ -24,8 +24,11 @@
 //! Not followed: archiving (archived messages stay searchable).
 
 use crate::placed::{Placed, Placement, WorkerOptions};
+use crate::{param_err, params_of};
+use daemonhost_data::StoreSlot;
 use daemonhost_data::store::{DataStore, Handle, ListParams};
-use daemonhost_data::{StoreSlot, value::parse_date_ms};
+use daemonhost_protocol::params::{ParamError, ParamType};
+use daemonhost_protocol::time::parse_date_ms;
 use daemonhost_runtime::supervisor::WorkerState;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request,
@@ -522,31 +525,23 @@ impl Daemon for SearchDaemon {
         match req.command.as_str() {
             // Index changes go to both placements, like the data events.
             "search/index-add" => {
-                let list = req
-                    .params
-                    .get("messages")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .ok_or_else(|| {
-                        DaemonError::bad_request(
-                            "field 'messages' is required and must be an array",
-                        )
-                    })?;
+                let list = params_of(req.params)?
+                    .array("messages")
+                    .map_err(param_err)?;
                 state.apply(list, Vec::new()).await
             }
             "search/index-remove" => {
-                let ids = req
-                    .params
-                    .get("ids")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| {
-                        DaemonError::bad_request("field 'ids' is required and must be an array")
-                    })?
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| DaemonError::bad_request("ids must be strings"))
+                let ids = params_of(req.params)?
+                    .array("ids")
+                    .map_err(param_err)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(param_err(ParamError::wrong_type(
+                            format!("ids[{i}]"),
+                            ParamType::String,
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 state.apply(Vec::new(), ids).await
