@@ -39,6 +39,7 @@
 //! connection after flushing what is already encoded.
 
 use bytes::{Buf, BytesMut};
+use daemonhost_protocol::params::{ParamError, Params};
 use daemonhost_protocol::{
     CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, RawFrameCodec, Response,
     write_frame,
@@ -60,6 +61,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A params reading's error as the answer: the protocol reader's code and message
+/// (`pattern: required` is `validation`, `pattern: must be a string` is `bad_request`).
+fn param_err(e: ParamError) -> DaemonError {
+    DaemonError::new(e.code(), e.to_string())
+}
 
 /// Bytes waiting in a connection's outbox above which the reader pauses (backpressure): it reads
 /// no requests and takes no events until the writer has drained below it. The outbox is thus
@@ -422,7 +429,7 @@ impl Conn<'_> {
                 }
                 match req.command.as_str() {
                     "events/subscribe" => {
-                        match self.subscribe(&req.params) {
+                        match self.subscribe(req.params) {
                             // The response is encoded before the subscription is polled.
                             Ok((sid, sub)) => {
                                 let mut m = Map::with_capacity(1);
@@ -436,7 +443,7 @@ impl Conn<'_> {
                         None
                     }
                     "events/unsubscribe" => {
-                        let answer = self.unsubscribe(&req.params);
+                        let answer = self.unsubscribe(req.params);
                         self.respond(req.id, answer);
                         None
                     }
@@ -469,14 +476,9 @@ impl Conn<'_> {
         }
     }
 
-    fn subscribe(&mut self, params: &Value) -> Result<(u64, Subscription), DaemonError> {
-        let pattern = match params.get("pattern") {
-            None | Some(Value::Null) => {
-                return Err(DaemonError::validation("field 'pattern' is required"));
-            }
-            Some(Value::String(p)) => p,
-            Some(_) => return Err(DaemonError::bad_request("field 'pattern' must be a string")),
-        };
+    fn subscribe(&mut self, params: Value) -> Result<(u64, Subscription), DaemonError> {
+        let params = Params::new(params).map_err(param_err)?;
+        let pattern = params.str("pattern").map_err(param_err)?;
         let max = self.shared.cfg.max_subscriptions;
         if self.subs.list.len() >= max {
             return Err(DaemonError::overloaded(format!(
@@ -489,7 +491,7 @@ impl Conn<'_> {
             .subscribe_with_capacity(pattern, self.shared.cfg.event_buffer)
             .map_err(|e| match e {
                 BusError::Pattern(_) | BusError::Topic(_) => {
-                    DaemonError::validation(format!("invalid pattern '{pattern}': {e}"))
+                    DaemonError::validation(format!("pattern: '{pattern}' is not valid: {e}"))
                 }
                 BusError::TooManySubscriptions { .. } => DaemonError::overloaded(e.to_string()),
                 BusError::Closed => DaemonError::shutting_down(e.to_string()),
@@ -500,15 +502,10 @@ impl Conn<'_> {
         Ok((sid, sub))
     }
 
-    fn unsubscribe(&mut self, params: &Value) -> Result<Value, DaemonError> {
-        let sid = match params.get("subscription") {
-            None | Some(Value::Null) => {
-                return Err(DaemonError::validation("field 'subscription' is required"));
-            }
-            Some(v) => v.as_u64().ok_or_else(|| {
-                DaemonError::bad_request("field 'subscription' must be a non-negative integer")
-            })?,
-        };
+    fn unsubscribe(&mut self, params: Value) -> Result<Value, DaemonError> {
+        let sid = Params::new(params)
+            .and_then(|p| p.u64("subscription"))
+            .map_err(param_err)?;
         match self.subs.list.iter().position(|(id, _)| *id == sid) {
             Some(i) => {
                 // Dropping the handle unsubscribes from the bus at once.
