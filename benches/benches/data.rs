@@ -300,7 +300,7 @@ fn raw_conn(path: &Path) -> rusqlite::Connection {
 }
 
 fn fmt_ms(ms: i64) -> String {
-    daemonhost_data::value::format_ms(ms)
+    daemonhost_protocol::time::format_ms(ms)
 }
 
 fn raw_insert(st: &mut rusqlite::CachedStatement<'_>, n: u64, uid: &str, rid: &str) {

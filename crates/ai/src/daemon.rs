@@ -2,10 +2,11 @@
 
 use crate::*;
 
+use daemonhost_protocol::params::{ParamError, ParamType, Params};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Longest `name` of a message, `model`, `provider` or `roomId`.
@@ -101,135 +102,63 @@ fn build_registry(
     Registry::new(providers)
 }
 
-/// Parse `ai/generate` params into a request and the optional provider name.
+/// Parse `ai/generate` params into a request and the optional provider name. Errors are the
+/// protocol's params reader's (`messages: required`, `maxTokens: must be a non-negative
+/// integer`, `messages[2].role: must be system, user or assistant (got 'robot')`).
 pub fn parse_generate(
-    params: &Value,
+    params: Value,
     cfg: &AiConfig,
 ) -> Result<(GenerateRequest, Option<String>), AiError> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    let p = match params {
-        Value::Object(m) => m,
-        Value::Null => EMPTY.get_or_init(Map::new),
-        other => {
-            return Err(AiError::bad_request(
-                "params",
-                format!("must be an object (found {})", kind(other)),
-            ));
-        }
-    };
-    let messages = match p.get("messages") {
-        None | Some(Value::Null) => return Err(AiError::validation("messages", "is required")),
-        Some(Value::Array(a)) => a,
-        Some(other) => {
-            return Err(AiError::bad_request(
-                "messages",
-                format!("must be an array (found {})", kind(other)),
-            ));
-        }
-    };
+    let mut p = Params::new(params)?;
+    let messages = p.array("messages")?;
     if messages.is_empty() {
-        return Err(AiError::validation("messages", "must not be empty"));
+        return Err(ParamError::invalid("messages", "must not be empty").into());
     }
     if messages.len() > cfg.max_messages {
-        return Err(AiError::validation(
+        return Err(ParamError::invalid(
             "messages",
-            format!("at most {} messages are accepted", cfg.max_messages),
-        ));
+            format!(
+                "at most {} messages (got {})",
+                cfg.max_messages,
+                messages.len()
+            ),
+        )
+        .into());
     }
     let mut total = 0usize;
     let mut out = Vec::with_capacity(messages.len());
-    for (i, m) in messages.iter().enumerate() {
+    for (i, m) in messages.into_iter().enumerate() {
+        let at = || format!("messages[{i}]");
         let Value::Object(m) = m else {
-            return Err(AiError::bad_request(
-                &format!("messages[{i}]"),
-                format!("must be an object (found {})", kind(m)),
-            ));
+            return Err(ParamError::wrong_type(at(), ParamType::Object).into());
         };
-        let role = match m.get("role") {
-            Some(Value::String(r)) => Role::parse(r).ok_or_else(|| {
-                AiError::validation(
-                    &format!("messages[{i}].role"),
-                    "must be system, user or assistant",
-                )
-            })?,
-            None | Some(Value::Null) => {
-                return Err(AiError::validation(
-                    &format!("messages[{i}].role"),
-                    "is required",
-                ));
-            }
-            Some(other) => {
-                return Err(AiError::bad_request(
-                    &format!("messages[{i}].role"),
-                    format!("must be a string (found {})", kind(other)),
-                ));
-            }
-        };
-        let content = match m.get("content") {
-            Some(Value::String(c)) => c.clone(),
-            None | Some(Value::Null) => {
-                return Err(AiError::validation(
-                    &format!("messages[{i}].content"),
-                    "is required",
-                ));
-            }
-            Some(other) => {
-                return Err(AiError::bad_request(
-                    &format!("messages[{i}].content"),
-                    format!("must be a string (found {})", kind(other)),
-                ));
-            }
-        };
-        total = total.saturating_add(content.len());
-        let name = short_str(m, "name", &format!("messages[{i}].name"))?;
-        out.push(ChatMessage {
-            role,
-            content,
-            name,
-        });
+        let m = message(Params::from(m)).map_err(|e| e.within(&at()))?;
+        total = total.saturating_add(m.content.len());
+        out.push(m);
     }
     if total > cfg.max_input_bytes {
-        return Err(AiError::validation(
+        return Err(ParamError::invalid(
             "messages",
             format!(
                 "content totals {total} bytes; at most {} are accepted",
                 cfg.max_input_bytes
             ),
-        ));
+        )
+        .into());
     }
-    let provider = short_str(p, "provider", "provider")?;
-    let model = short_str(p, "model", "model")?;
-    let room_id = short_str(p, "roomId", "roomId")?;
-    let max_tokens = match p.get("maxTokens") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_TOKENS).contains(&n) => u32::try_from(n).ok(),
-            Some(_) => {
-                return Err(AiError::validation(
-                    "maxTokens",
-                    format!("must be 1..={MAX_TOKENS}"),
-                ));
-            }
-            None => {
-                return Err(AiError::bad_request(
-                    "maxTokens",
-                    format!("must be a positive integer (found {})", kind(v)),
-                ));
-            }
-        },
-    };
-    let temperature = match p.get("temperature") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_f64() {
-            Some(t) if (0.0..=2.0).contains(&t) => Some(t),
-            Some(_) => return Err(AiError::validation("temperature", "must be 0..=2")),
-            None => {
-                return Err(AiError::bad_request(
-                    "temperature",
-                    format!("must be a number (found {})", kind(v)),
-                ));
-            }
-        },
+    let provider = short_str(&mut p, "provider")?;
+    let model = short_str(&mut p, "model")?;
+    let room_id = short_str(&mut p, "roomId")?;
+    let max_tokens = p
+        .opt_u64_range("maxTokens", 1, MAX_TOKENS)?
+        .and_then(|n| u32::try_from(n).ok());
+    let temperature = match p.opt_f64("temperature")? {
+        Some(t) if !(0.0..=2.0).contains(&t) => {
+            return Err(
+                ParamError::invalid("temperature", format!("must be 0..=2 (got {t})")).into(),
+            );
+        }
+        t => t,
     };
     Ok((
         GenerateRequest {
@@ -243,22 +172,36 @@ pub fn parse_generate(
     ))
 }
 
-/// An optional non-empty string of at most [`MAX_SHORT_STRING`] bytes.
-fn short_str(p: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, AiError> {
-    match p.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => {
-            Err(AiError::validation(field, "must not be empty"))
-        }
-        Some(Value::String(s)) if s.len() > MAX_SHORT_STRING => Err(AiError::validation(
-            field,
+/// One entry of `messages` (its errors are named inside it; the caller adds `messages[i]`).
+fn message(mut m: Params) -> Result<ChatMessage, ParamError> {
+    let role = m.str("role")?;
+    let role = Role::parse(role).ok_or_else(|| {
+        ParamError::invalid(
+            "role",
+            format!(
+                "must be system, user or assistant (got '{}')",
+                role.chars().take(32).collect::<String>()
+            ),
+        )
+    })?;
+    let content = m.string("content")?;
+    let name = short_str(&mut m, "name")?;
+    Ok(ChatMessage {
+        role,
+        content,
+        name,
+    })
+}
+
+/// An optional non-empty string of at most [`MAX_SHORT_STRING`] bytes, taken out of `p`.
+fn short_str(p: &mut Params, key: &str) -> Result<Option<String>, ParamError> {
+    match p.opt_string(key)? {
+        Some(s) if s.is_empty() => Err(ParamError::invalid(key, "must not be empty")),
+        Some(s) if s.len() > MAX_SHORT_STRING => Err(ParamError::invalid(
+            key,
             format!("at most {MAX_SHORT_STRING} bytes"),
         )),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(AiError::bad_request(
-            field,
-            format!("must be a string (found {})", kind(other)),
-        )),
+        s => Ok(s),
     }
 }
 
@@ -382,7 +325,7 @@ impl Daemon for AiDaemon {
     ) -> Result<Value, DaemonError> {
         match request.command.as_str() {
             "ai/generate" => {
-                let (req, provider) = parse_generate(&request.params, &self.config)?;
+                let (req, provider) = parse_generate(request.params, &self.config)?;
                 let answer = state
                     .registry
                     .generate(
@@ -410,19 +353,6 @@ impl Daemon for AiDaemon {
     }
 }
 
-/// The JSON kind of a value, for messages ("a string", "an array", ...).
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_u64() || n.is_i64() => "an integer",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,60 +361,89 @@ mod tests {
         AiConfig::default()
     }
 
-    fn field_of(e: &AiError) -> String {
-        e.to_string()
-    }
-
     #[test]
     fn generate_params_are_validated_by_field() {
+        use daemonhost_runtime::ErrorCode::{BadRequest, Validation};
         let c = cfg();
         let cases = [
-            (json!({}), "field 'messages': is required"),
+            (json!({}), Validation, "messages: required"),
+            (Value::Null, Validation, "messages: required"),
             (
                 json!({"messages": "hi"}),
-                "field 'messages': must be an array",
+                BadRequest,
+                "messages: must be an array",
             ),
             (
                 json!({"messages": []}),
-                "field 'messages': must not be empty",
+                Validation,
+                "messages: must not be empty",
             ),
-            (json!({"messages": [1]}), "field 'messages[0]'"),
+            (
+                json!({"messages": [1]}),
+                BadRequest,
+                "messages[0]: must be an object",
+            ),
             (
                 json!({"messages": [{"role": "robot", "content": "x"}]}),
-                "field 'messages[0].role'",
+                Validation,
+                "messages[0].role: must be system, user or assistant (got 'robot')",
+            ),
+            (
+                json!({"messages": [{"content": "x"}]}),
+                Validation,
+                "messages[0].role: required",
             ),
             (
                 json!({"messages": [{"role": "user"}]}),
-                "field 'messages[0].content': is required",
+                Validation,
+                "messages[0].content: required",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": 5}]}),
+                BadRequest,
+                "messages[0].content: must be a string",
             ),
             (
                 json!({"messages": [{"role": "user", "content": "x"}], "maxTokens": 0}),
-                "field 'maxTokens'",
+                Validation,
+                "maxTokens: at least 1 (got 0)",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "maxTokens": "9"}),
+                BadRequest,
+                "maxTokens: must be a non-negative integer",
             ),
             (
                 json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}),
-                "field 'temperature'",
+                Validation,
+                "temperature: must be 0..=2 (got 3)",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+                BadRequest,
+                "temperature: must be a number",
             ),
             (
                 json!({"messages": [{"role": "user", "content": "x"}], "provider": ""}),
-                "field 'provider'",
+                Validation,
+                "provider: must not be empty",
             ),
-            (json!([1]), "field 'params'"),
+            (json!([1]), BadRequest, "params must be an object"),
         ];
-        for (params, want) in cases {
-            let e = parse_generate(&params, &c).expect_err("rejected");
-            assert!(field_of(&e).starts_with(want), "{params}: {e}");
+        for (params, code, want) in cases {
+            let e = parse_generate(params.clone(), &c).expect_err("rejected");
+            assert_eq!((e.code(), e.to_string().as_str()), (code, want), "{params}");
         }
         let big = "x".repeat(c.max_input_bytes + 1);
-        let e = parse_generate(&json!({"messages": [{"role": "user", "content": big}]}), &c)
+        let e = parse_generate(json!({"messages": [{"role": "user", "content": big}]}), &c)
             .expect_err("too big");
-        assert_eq!(e.code(), daemonhost_runtime::ErrorCode::Validation);
+        assert_eq!(e.code(), Validation);
     }
 
     #[test]
     fn generate_params_parse() {
         let (req, provider) = parse_generate(
-            &json!({
+            json!({
                 "messages": [
                     {"role": "system", "content": "be brief"},
                     {"role": "user", "content": "hi", "name": "ann"}

@@ -4,6 +4,7 @@
 //! out of context still says who failed. [`AiError`] is the daemon's answer; it carries every
 //! attempt when the whole list failed, because "unavailable" alone tells an operator nothing.
 
+use daemonhost_protocol::params::ParamError;
 use daemonhost_runtime::{DaemonError, ErrorCode};
 use serde::Serialize;
 
@@ -143,24 +144,14 @@ impl std::fmt::Display for Attempt {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AiError {
-    /// A param is well-formed JSON but rejected.
-    #[error("field '{field}': {reason}")]
-    Validation {
-        /// The param.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// A param has the wrong shape.
-    #[error("field '{field}': {reason}")]
-    BadRequest {
-        /// The param.
-        field: String,
-        /// Why.
-        reason: String,
-    },
+    /// Params refused by the protocol's one reader, with its code and message: a required param
+    /// absent (`validation`, `messages: required`), one of the wrong type (`bad_request`,
+    /// `maxTokens: must be a non-negative integer`), or rejected (`validation`,
+    /// `temperature: at most 2 (got 3)`).
+    #[error(transparent)]
+    Param(#[from] ParamError),
     /// `provider` names no configured provider.
-    #[error("field 'provider': unknown provider '{name}' (configured: {known})")]
+    #[error("provider: unknown provider '{name}' (configured: {known})")]
     UnknownProvider {
         /// The name given.
         name: String,
@@ -185,27 +176,11 @@ pub enum AiError {
 }
 
 impl AiError {
-    /// A validation error naming `field`.
-    pub fn validation(field: &str, reason: impl Into<String>) -> Self {
-        AiError::Validation {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
-    /// A bad-request error naming `field`.
-    pub fn bad_request(field: &str, reason: impl Into<String>) -> Self {
-        AiError::BadRequest {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
     /// The protocol code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            AiError::Validation { .. } | AiError::UnknownProvider { .. } => ErrorCode::Validation,
-            AiError::BadRequest { .. } => ErrorCode::BadRequest,
+            AiError::Param(e) => e.code(),
+            AiError::UnknownProvider { .. } => ErrorCode::Validation,
             AiError::ProviderFailed(_, code) => *code,
             AiError::AllFailed { .. } => ErrorCode::Unavailable,
             AiError::Config { .. } => ErrorCode::Internal,
@@ -245,9 +220,10 @@ mod tests {
 
     #[test]
     fn errors_map_to_protocol_codes() {
+        let e = DaemonError::from(AiError::from(ParamError::missing("messages")));
         assert_eq!(
-            DaemonError::from(AiError::validation("messages", "is required")).code,
-            ErrorCode::Validation
+            (e.code, e.message.as_str()),
+            (ErrorCode::Validation, "messages: required")
         );
         let all = AiError::AllFailed {
             attempts: vec![Attempt {

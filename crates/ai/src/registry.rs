@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -54,10 +54,9 @@ pub struct Provider {
     failures: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// [`daemonhost_protocol::time::now_ms`] as the unsigned milliseconds of `checkedAtMs`.
+fn now_ms_u64() -> u64 {
+    u64::try_from(daemonhost_protocol::time::now_ms()).unwrap_or(0)
 }
 
 impl Provider {
@@ -157,7 +156,7 @@ impl Provider {
             let mut st = self.status.lock();
             st.health = Health::Unhealthy;
             st.last_error = Some(cause.clone());
-            st.checked_at_ms = Some(now_ms());
+            st.checked_at_ms = Some(now_ms_u64());
             return Health::Unhealthy;
         }
         let result = match tokio::time::timeout(timeout, self.adapter.health()).await {
@@ -168,7 +167,7 @@ impl Provider {
             }),
         };
         let mut st = self.status.lock();
-        st.checked_at_ms = Some(now_ms());
+        st.checked_at_ms = Some(now_ms_u64());
         match result {
             Ok(()) => {
                 st.breaker.record_health(Instant::now(), Ok(()));

@@ -423,7 +423,7 @@ impl Conn<'_> {
                 }
                 match req.command.as_str() {
                     "events/subscribe" => {
-                        match self.subscribe(&req.params) {
+                        match self.subscribe(req.params) {
                             // The response is encoded before the subscription is polled.
                             Ok((sid, sub)) => {
                                 let mut m = Map::with_capacity(1);
@@ -437,7 +437,7 @@ impl Conn<'_> {
                         None
                     }
                     "events/unsubscribe" => {
-                        let answer = self.unsubscribe(&req.params);
+                        let answer = self.unsubscribe(req.params);
                         self.respond(req.id, answer);
                         None
                     }
@@ -470,12 +470,12 @@ impl Conn<'_> {
         }
     }
 
-    fn subscribe(&mut self, params: &Value) -> Result<(u64, Subscription), DaemonError> {
+    fn subscribe(&mut self, params: Value) -> Result<(u64, Subscription), DaemonError> {
         self.shared
             .router
-            .check_params("events/subscribe", params)?;
-        let p = Params::new(params.clone())?;
-        let pattern = p.str("pattern")?;
+            .check_params("events/subscribe", &params)?;
+        let params = Params::new(params)?;
+        let pattern = params.str("pattern")?;
         let max = self.shared.cfg.max_subscriptions;
         if self.subs.list.len() >= max {
             return Err(DaemonError::overloaded(format!(
@@ -488,7 +488,7 @@ impl Conn<'_> {
             .subscribe_with_capacity(pattern, self.shared.cfg.event_buffer)
             .map_err(|e| match e {
                 BusError::Pattern(_) | BusError::Topic(_) => {
-                    DaemonError::validation(format!("invalid pattern '{pattern}': {e}"))
+                    DaemonError::validation(format!("pattern: '{pattern}' is not valid: {e}"))
                 }
                 BusError::TooManySubscriptions { .. } => DaemonError::overloaded(e.to_string()),
                 BusError::Closed => DaemonError::shutting_down(e.to_string()),
@@ -499,11 +499,11 @@ impl Conn<'_> {
         Ok((sid, sub))
     }
 
-    fn unsubscribe(&mut self, params: &Value) -> Result<Value, DaemonError> {
+    fn unsubscribe(&mut self, params: Value) -> Result<Value, DaemonError> {
         self.shared
             .router
-            .check_params("events/unsubscribe", params)?;
-        let sid = Params::new(params.clone())?.u64("subscription")?;
+            .check_params("events/unsubscribe", &params)?;
+        let sid = Params::new(params)?.u64("subscription")?;
         match self.subs.list.iter().position(|(id, _)| *id == sid) {
             Some(i) => {
                 // Dropping the handle unsubscribes from the bus at once.

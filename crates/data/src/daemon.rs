@@ -7,11 +7,12 @@ use crate::{
 };
 use daemonhost_data_client::LocalSlot;
 
+use daemonhost_protocol::params::{ParamError, ParamType, Params};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
 use parking_lot::{Mutex, RwLock};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -155,7 +156,7 @@ impl Daemon for DataDaemon {
                     .param("collection", "string", true, "collection name")
                     .param("filter", "object", false, "{field: value | {$op: value}}")
                     .param("orderBy", "array|object|string", false, "[{field, direction: asc|desc}] (default createdAt desc)")
-                    .param("limit", "integer", false, "page size, default 100, max 10000; 0 = count only")
+                    .param("limit", "non-negative integer", false, "page size, default 100, max 10000; 0 = count only")
                     .param("cursor", "string", false, "nextCursor of the previous page")
                     .param("fields", "array", false, "fields to return (id always)"),
             )
@@ -242,101 +243,79 @@ impl Daemon for DataDaemon {
     }
 }
 
-fn params_obj(p: Value) -> Result<Map<String, Value>, DataError> {
-    match p {
-        Value::Object(m) => Ok(m),
-        Value::Null => Ok(Map::new()),
-        _ => Err(DataError::BadRequest("params must be an object".into())),
-    }
-}
-
-fn req_str(p: &Map<String, Value>, k: &str) -> Result<String, DataError> {
-    match p.get(k) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(DataError::BadRequest(format!("'{k}' must be a string"))),
-        None => Err(DataError::BadRequest(format!("missing '{k}'"))),
-    }
-}
-
-fn opt_str(p: &Map<String, Value>, k: &str) -> Result<Option<String>, DataError> {
-    match p.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(DataError::BadRequest(format!("'{k}' must be a string"))),
-    }
-}
-
-fn data_obj(p: &mut Map<String, Value>) -> Result<Map<String, Value>, DataError> {
-    match p.remove("data") {
-        Some(Value::Object(m)) => Ok(m),
-        None => Err(DataError::BadRequest("missing 'data'".into())),
-        Some(_) => Err(DataError::BadRequest("'data' must be an object".into())),
-    }
-}
-
-fn opt_version(p: &Map<String, Value>) -> Result<Option<i64>, DataError> {
-    match p.get("version") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| DataError::BadRequest("'version' must be an integer".into())),
-    }
-}
-
-fn handle_of(p: &Map<String, Value>) -> Result<Handle, DataError> {
-    match opt_str(p, "handle")?.or(opt_str(p, "dbHandle")?) {
+/// The store handle a request names (`handle`, alias `dbHandle`; default `primary`).
+fn handle_of(p: &Params) -> Result<Handle, DataError> {
+    let named = match p.opt_str("handle")? {
+        Some(h) => Some(("handle", h)),
+        None => p.opt_str("dbHandle")?.map(|h| ("dbHandle", h)),
+    };
+    match named {
         None => Ok(Handle::Primary),
-        Some(h) => Ok(Handle::parse(&h)?),
+        // A string naming no handle is a rejected value: `validation`, naming the param.
+        Some((k, h)) => Handle::parse(h).map_err(|e| ParamError::invalid(k, e.to_string()).into()),
     }
 }
 
+/// Operation `i` of a `data/batch`; its errors name it (`operations[3].collection: required`).
 fn batch_op(i: usize, v: Value) -> Result<BatchOp, DataError> {
-    let mut o = params_obj(v)
-        .map_err(|_| DataError::BadRequest(format!("operations[{i}] must be an object")))?;
-    let kind = opt_str(&o, "operation")?
-        .or(opt_str(&o, "operationType")?)
-        .ok_or_else(|| DataError::BadRequest(format!("operations[{i}]: missing 'operation'")))?;
-    let collection = req_str(&o, "collection")?;
-    Ok(match kind.as_str() {
-        "create" => BatchOp::Create {
-            id: opt_str(&o, "id")?,
-            data: data_obj(&mut o)?,
-            collection,
-        },
-        "update" => BatchOp::Update {
-            id: req_str(&o, "id")?,
-            version: opt_version(&o)?,
-            data: data_obj(&mut o)?,
-            collection,
-        },
-        "delete" => BatchOp::Delete {
-            id: req_str(&o, "id")?,
-            collection,
-        },
+    let at = || format!("operations[{i}]");
+    match v {
+        Value::Object(m) => op_of(Params::from(m)).map_err(|e| e.within(&at()).into()),
+        _ => Err(ParamError::wrong_type(at(), ParamType::Object).into()),
+    }
+}
+
+fn op_of(mut o: Params) -> Result<BatchOp, ParamError> {
+    let kind = match o.opt_str("operation")? {
+        Some(k) => k,
+        None => o
+            .opt_str("operationType")?
+            .ok_or_else(|| ParamError::missing("operation"))?,
+    };
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Create,
+        Update,
+        Delete,
+    }
+    let kind = match kind {
+        "create" => Kind::Create,
+        "update" => Kind::Update,
+        "delete" => Kind::Delete,
         _ => {
-            return Err(DataError::BadRequest(format!(
-                "operations[{i}]: operation must be create, update or delete"
-            )));
+            return Err(ParamError::invalid(
+                "operation",
+                "must be create, update or delete",
+            ));
         }
+    };
+    let collection = o.string("collection")?;
+    Ok(match kind {
+        Kind::Create => BatchOp::Create {
+            id: o.opt_string("id")?,
+            data: o.object("data")?,
+            collection,
+        },
+        Kind::Update => BatchOp::Update {
+            id: o.string("id")?,
+            version: o.opt_i64("version")?,
+            data: o.object("data")?,
+            collection,
+        },
+        Kind::Delete => BatchOp::Delete {
+            id: o.string("id")?,
+            collection,
+        },
     })
 }
 
 /// The `persona` param of the snapshot commands: a valid persona id.
-fn persona_of(p: &Map<String, Value>) -> Result<String, DataError> {
-    match p.get("persona") {
-        Some(Value::String(s)) if daemonhost_data_client::is_persona_id(s) => Ok(s.clone()),
-        Some(Value::String(_)) => Err(DataError::validation(
-            "persona_snapshot",
-            "persona",
-            "must be 1-64 of [A-Za-z0-9_-]",
-        )),
-        None | Some(Value::Null) => Err(DataError::validation(
-            "persona_snapshot",
-            "persona",
-            "required",
-        )),
-        Some(_) => Err(DataError::BadRequest("persona: must be a string".into())),
+fn persona_of(p: &Params) -> Result<String, DataError> {
+    let id = p.str("persona")?;
+    if daemonhost_data_client::is_persona_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(ParamError::invalid("persona", "must be 1-64 of [A-Za-z0-9_-]").into())
     }
 }
 
@@ -371,38 +350,42 @@ async fn dispatch(
     params: Value,
 ) -> Result<Value, DataError> {
     let store = &state.store;
-    let mut p = params_obj(params)?;
+    let mut p = Params::new(params)?;
     let handle = handle_of(&p)?;
     match command {
         "data/create" => {
-            let c = req_str(&p, "collection")?;
-            let id = opt_str(&p, "id")?;
-            let data = data_obj(&mut p)?;
+            let c = p.string("collection")?;
+            let id = p.opt_string("id")?;
+            let data = p.object("data")?;
             store.create(&handle, &c, id, data).await
         }
         "data/read" => {
-            let c = req_str(&p, "collection")?;
-            store.read(&handle, &c, &req_str(&p, "id")?).await
+            let c = p.str("collection")?;
+            store.read(&handle, c, p.str("id")?).await
         }
         "data/update" => {
-            let c = req_str(&p, "collection")?;
-            let id = req_str(&p, "id")?;
-            let version = opt_version(&p)?;
-            let data = data_obj(&mut p)?;
+            let c = p.string("collection")?;
+            let id = p.string("id")?;
+            let version = p.opt_i64("version")?;
+            let data = p.object("data")?;
             store.update(&handle, &c, &id, data, version).await
         }
         "data/delete" => {
-            let c = req_str(&p, "collection")?;
-            store.delete(&handle, &c, &req_str(&p, "id")?).await
+            let c = p.str("collection")?;
+            store.delete(&handle, c, p.str("id")?).await
         }
         "data/list" | "data/query" => {
-            let c = req_str(&p, "collection")?;
+            let c = p.string("collection")?;
+            let order_by = match p.take("orderBy") {
+                Some(o) => Some(o),
+                None => p.take("sort"),
+            };
             let lp = ListParams {
-                filter: p.remove("filter"),
-                order_by: p.remove("orderBy").or_else(|| p.remove("sort")),
-                limit: p.remove("limit"),
-                cursor: opt_str(&p, "cursor")?,
-                fields: p.remove("fields"),
+                filter: p.take("filter"),
+                order_by,
+                limit: p.take("limit"),
+                cursor: p.opt_string("cursor")?,
+                fields: p.take("fields"),
             };
             let page = store.list(&handle, &c, lp).await?;
             Ok(object([
@@ -416,34 +399,29 @@ async fn dispatch(
             ]))
         }
         "data/count" => {
-            let c = req_str(&p, "collection")?;
-            let n = store.count(&handle, &c, p.remove("filter")).await?;
+            let c = p.string("collection")?;
+            let n = store.count(&handle, &c, p.take("filter")).await?;
             Ok(json!({ "collection": c, "count": n }))
         }
         "data/batch" => {
-            let ret = match opt_str(&p, "return")?.as_deref() {
+            let ret = match p.opt_str("return")? {
                 None | Some("records") => BatchReturn::Records,
                 Some("ids") => BatchReturn::Ids,
                 Some("none") => BatchReturn::None,
                 Some(_) => {
-                    return Err(DataError::BadRequest(
-                        "'return' must be records, ids or none".into(),
-                    ));
+                    return Err(
+                        ParamError::invalid("return", "must be records, ids or none").into(),
+                    );
                 }
             };
-            let ops = match p.remove("operations") {
-                Some(Value::Array(a)) if a.len() <= MAX_BATCH => a,
-                Some(Value::Array(_)) => {
-                    return Err(DataError::BadRequest(format!(
-                        "at most {MAX_BATCH} operations"
-                    )));
-                }
-                _ => {
-                    return Err(DataError::BadRequest(
-                        "'operations' must be an array".into(),
-                    ));
-                }
-            };
+            let ops = p.array("operations")?;
+            if ops.len() > MAX_BATCH {
+                return Err(ParamError::invalid(
+                    "operations",
+                    format!("at most {MAX_BATCH} operations (got {})", ops.len()),
+                )
+                .into());
+            }
             let ops = if ops.len() > INLINE_BATCH {
                 ctx.spawn_cpu(move || parse_ops(ops))
                     .await
@@ -464,15 +442,15 @@ async fn dispatch(
             }
         }
         "data/truncate" => {
-            let c = req_str(&p, "collection")?;
+            let c = p.string("collection")?;
             let n = store.truncate(&handle, &c).await?;
             Ok(json!({ "collection": c, "deleted": n }))
         }
         "data/schema" => {
             let set = store.schemas();
-            match opt_str(&p, "collection")? {
+            match p.opt_str("collection")? {
                 Some(c) => {
-                    let s = set.get(&c).ok_or_else(|| {
+                    let s = set.get(c).ok_or_else(|| {
                         DataError::UnknownCollection(c.chars().take(64).collect())
                     })?;
                     Ok(serde_json::to_value(s.as_ref()).unwrap_or_default())
@@ -507,19 +485,7 @@ async fn dispatch(
         }
         "data/snapshot-write" => {
             let persona = persona_of(&p)?;
-            let snapshot = match p.remove("snapshot") {
-                Some(v @ Value::Object(_)) => v,
-                None | Some(Value::Null) => {
-                    return Err(DataError::validation(
-                        "persona_snapshot",
-                        "snapshot",
-                        "required",
-                    ));
-                }
-                Some(_) => {
-                    return Err(DataError::BadRequest("snapshot: must be an object".into()));
-                }
-            };
+            let snapshot = Value::Object(p.object("snapshot")?);
             store.snapshot_write(&persona, &snapshot).await?;
             Ok(object([("persona", Value::String(persona))]))
         }

@@ -272,7 +272,12 @@ pub fn record_applied(
         "INSERT INTO _schemas(collection, fingerprint, schema, appliedAt) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(collection) DO UPDATE SET fingerprint = excluded.fingerprint,
            schema = excluded.schema, appliedAt = excluded.appliedAt",
-        params![s.collection, fp, json, crate::value::now_text()],
+        params![
+            s.collection,
+            fp,
+            json,
+            daemonhost_protocol::time::now_text()
+        ],
     )
     .map_err(sq(handle, "record schema"))?;
     Ok(())

@@ -1,10 +1,11 @@
 //! `DataError`: every failure at the data layer's seam, with the context needed to act on it,
 //! mapped onto the protocol's stable error codes by [`DataError::to_daemon_error`].
 //!
-//! The split that matters to callers: `Validation` / `BadRequest` are the caller's fault and
-//! name the field and rule; `NotFound` and `VersionConflict` are expected outcomes; `Overloaded`
+//! The split that matters to callers: `Validation` / `BadRequest` / `Param` are the caller's
+//! fault and name the field and rule; `NotFound` and `VersionConflict` are expected outcomes; `Overloaded`
 //! means "retry later" (a bounded queue was full); `Sqlite` / `Closed` are ours.
 
+use daemonhost_protocol::params::ParamError;
 use daemonhost_runtime::{DaemonError, ErrorCode};
 
 /// A failure in the data layer.
@@ -24,6 +25,11 @@ pub enum DataError {
     /// Parameters of the wrong shape (unknown operator, malformed cursor, bad identifier).
     #[error("{0}")]
     BadRequest(String),
+    /// Request params refused by the protocol's one reader, with its code and message: a
+    /// required param absent (`validation`, `collection: required`), one of the wrong type
+    /// (`bad_request`, `data: must be an object`), or rejected (`validation`).
+    #[error(transparent)]
+    Param(#[from] ParamError),
     /// No such collection in the loaded schemas.
     #[error("unknown collection '{0}'")]
     UnknownCollection(String),
@@ -116,6 +122,7 @@ impl DataError {
                 ErrorCode::Validation
             }
             DataError::BadRequest(_) | DataError::UnknownCollection(_) => ErrorCode::BadRequest,
+            DataError::Param(e) => e.code(),
             DataError::NotFound { .. } => ErrorCode::NotFound,
             DataError::Overloaded { .. } => ErrorCode::Overloaded,
             DataError::Closed(_) => ErrorCode::Unavailable,
@@ -178,5 +185,21 @@ mod tests {
         .into();
         assert_eq!(d.code, ErrorCode::NotFound);
         assert!(d.message.contains("u1"));
+    }
+
+    #[test]
+    fn param_errors_keep_the_readers_code_and_message() {
+        use daemonhost_protocol::params::ParamType;
+        let d = DataError::from(ParamError::missing("collection")).to_daemon_error();
+        assert_eq!(
+            (d.code, d.message.as_str()),
+            (ErrorCode::Validation, "collection: required")
+        );
+        let d =
+            DataError::from(ParamError::wrong_type("data", ParamType::Object)).to_daemon_error();
+        assert_eq!(
+            (d.code, d.message.as_str()),
+            (ErrorCode::BadRequest, "data: must be an object")
+        );
     }
 }

@@ -39,10 +39,9 @@ fn os_random() -> (u64, u64) {
     ((v >> 64) as u64, v as u64)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// [`daemonhost_protocol::time::now_ms`] as the unsigned milliseconds of a UUID v7.
+fn now_ms_u64() -> u64 {
+    u64::try_from(daemonhost_protocol::time::now_ms()).unwrap_or(0)
 }
 
 /// A block of ids for one write job.
@@ -58,7 +57,7 @@ impl IdBlock {
     /// Reserve `n` ids (more are reserved on demand if the block runs out).
     pub fn reserve(n: usize) -> IdBlock {
         let n = u64::try_from(n.max(1)).unwrap_or(u64::MAX).min(RESEED_MASK);
-        let now = now_ms();
+        let now = now_ms_u64();
         let mut s = STATE.lock();
         if now > s.ms {
             let (a, b) = os_random();
@@ -146,7 +145,7 @@ mod tests {
         }
         let ts = all[0].get_timestamp().expect("ts").to_unix();
         let ms = ts.0 * 1000 + u64::from(ts.1) / 1_000_000;
-        assert!(ms.abs_diff(now_ms()) < 60_000);
+        assert!(ms.abs_diff(now_ms_u64()) < 60_000);
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(|| {

@@ -20,6 +20,7 @@ use crate::ddl::q;
 use crate::error::DataError;
 use crate::schema::{CollectionSchema, FieldDef, FieldType};
 use crate::value::{coerce, json_kind};
+use daemonhost_protocol::params::{ParamError, ParamType};
 use rusqlite::types::Value as Sql;
 use serde_json::{Map, Value, json};
 
@@ -121,12 +122,7 @@ pub fn compile_filter(
             });
         }
         Some(Value::Object(o)) => o,
-        Some(other) => {
-            return Err(bad(format!(
-                "filter must be an object, got {}",
-                json_kind(other)
-            )));
-        }
+        Some(_) => return Err(ParamError::wrong_type("filter", ParamType::Object).into()),
     };
     for (name, cond) in obj {
         let f = checked_column(schema, name, "filter")?;
@@ -476,10 +472,10 @@ pub fn projection(
         None | Some(Value::Null) => None,
         Some(Value::Array(a)) => {
             let mut names = vec!["id".to_owned()];
-            for x in a {
-                let n = x
-                    .as_str()
-                    .ok_or_else(|| bad("fields must be an array of strings".into()))?;
+            for (i, x) in a.iter().enumerate() {
+                let n = x.as_str().ok_or_else(|| {
+                    ParamError::wrong_type(format!("fields[{i}]"), ParamType::String)
+                })?;
                 checked_column(schema, n, "fields")?;
                 if !names.iter().any(|m| m == n) {
                     names.push(n.to_owned());
@@ -487,12 +483,7 @@ pub fn projection(
             }
             Some(names)
         }
-        Some(other) => {
-            return Err(bad(format!(
-                "fields must be an array, got {}",
-                json_kind(other)
-            )));
-        }
+        Some(_) => return Err(ParamError::wrong_type("fields", ParamType::Array).into()),
     };
     match &wanted {
         None => {
@@ -519,15 +510,22 @@ pub fn projection(
     Ok((cols, wanted))
 }
 
-/// Parse `limit`.
+/// Parse `limit`: a non-negative integer (`bad_request` otherwise) of at most [`MAX_LIMIT`]
+/// (`validation` above), as the protocol's params reader words it.
 pub fn parse_limit(v: Option<&Value>) -> Result<usize, DataError> {
     match v {
         None | Some(Value::Null) => Ok(DEFAULT_LIMIT),
-        Some(x) => x
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n <= MAX_LIMIT)
-            .ok_or_else(|| bad(format!("limit must be an integer 0..={MAX_LIMIT}"))),
+        Some(x) => {
+            let n = x
+                .as_u64()
+                .ok_or_else(|| ParamError::wrong_type("limit", ParamType::UnsignedInteger))?;
+            usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_LIMIT)
+                .ok_or_else(|| {
+                    ParamError::invalid("limit", format!("at most {MAX_LIMIT} (got {n})")).into()
+                })
+        }
     }
 }
 

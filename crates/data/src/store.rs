@@ -19,8 +19,9 @@ use crate::error::DataError;
 use crate::ids::IdBlock;
 use crate::query::{self, OrderKey};
 use crate::schema::{CollectionSchema, FieldDef, SYSTEM_FIELDS, SchemaSet};
-use crate::value::{Coerced, coerce, coerce_ref, now_text, to_json};
+use crate::value::{Coerced, coerce, coerce_ref, to_json};
 pub use daemonhost_data_client::{BatchOp, Handle, ListParams, Page};
+use daemonhost_protocol::time::now_text;
 use daemonhost_runtime::EventBus;
 use parking_lot::Mutex;
 use rusqlite::types::Value as Sql;
@@ -333,7 +334,7 @@ impl DataStore {
         let db = self.db(&Handle::Persona(persona.to_owned())).await?;
         let text = snapshot.to_string();
         let id = persona.to_owned();
-        let at = crate::value::now_ms();
+        let at = daemonhost_protocol::time::now_ms();
         let written = db
             .write(move |conn| {
                 conn.execute(SNAPSHOT_DDL, [])

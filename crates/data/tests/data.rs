@@ -866,7 +866,11 @@ async fn data_large_batch_is_one_transaction() {
     )
     .await
     .expect_err("bad op");
-    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.code, ErrorCode::Validation);
+    assert_eq!(
+        e.message,
+        "operations[0].operation: must be create, update or delete"
+    );
     rt.shutdown().await;
 }
 
@@ -1037,7 +1041,8 @@ async fn data_batch_records_match_reads_and_short_returns_keep_full_events() {
     )
     .await
     .expect_err("bad return");
-    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.code, ErrorCode::Validation);
+    assert_eq!(e.message, "return: must be records, ids or none");
     assert_eq!(
         ok(&rt, "data/count", json!({"collection": "typed"})).await["count"],
         8
@@ -1095,5 +1100,149 @@ async fn count_upper_bound_bounds_the_count_in_two_seeks() {
             .is_err()
     );
     assert!(store.count_upper_bound(&h, "nope").await.is_err());
+    rt.shutdown().await;
+}
+
+/// The data daemon reads params with the protocol's one reader: a missing required param is
+/// `validation` "<name>: required", a wrong-typed one `bad_request` "<name>: must be <type>", a
+/// rejected value `validation` naming it; a batch operation's errors name its index.
+#[tokio::test]
+async fn data_params_errors_follow_the_protocol_contract() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rt, _slot) = boot(dir.path()).await;
+    let op = |o: Value| {
+        let fine = json!({"operation": "delete", "collection": "users", "id": "x"});
+        json!({"operations": [fine, fine, fine, o]})
+    };
+    let cases = [
+        (
+            "data/create",
+            json!({}),
+            ErrorCode::Validation,
+            "collection: required",
+        ),
+        (
+            "data/create",
+            Value::Null,
+            ErrorCode::Validation,
+            "collection: required",
+        ),
+        (
+            "data/create",
+            json!({"collection": "users"}),
+            ErrorCode::Validation,
+            "data: required",
+        ),
+        (
+            "data/create",
+            json!({"collection": "users", "data": [1]}),
+            ErrorCode::BadRequest,
+            "data: must be an object",
+        ),
+        (
+            "data/create",
+            json!({"collection": 7, "data": {}}),
+            ErrorCode::BadRequest,
+            "collection: must be a string",
+        ),
+        (
+            "data/create",
+            json!("users"),
+            ErrorCode::BadRequest,
+            "params must be an object",
+        ),
+        (
+            "data/read",
+            json!({"collection": "users"}),
+            ErrorCode::Validation,
+            "id: required",
+        ),
+        (
+            "data/update",
+            json!({"collection": "users", "id": "x", "data": {}, "version": "3"}),
+            ErrorCode::BadRequest,
+            "version: must be an integer",
+        ),
+        (
+            "data/list",
+            json!({"collection": "users", "cursor": 5}),
+            ErrorCode::BadRequest,
+            "cursor: must be a string",
+        ),
+        (
+            "data/list",
+            json!({"collection": "users", "filter": [1]}),
+            ErrorCode::BadRequest,
+            "filter: must be an object",
+        ),
+        (
+            "data/list",
+            json!({"collection": "users", "limit": "10"}),
+            ErrorCode::BadRequest,
+            "limit: must be a non-negative integer",
+        ),
+        (
+            "data/list",
+            json!({"collection": "users", "limit": 10_001}),
+            ErrorCode::Validation,
+            "limit: at most 10000 (got 10001)",
+        ),
+        (
+            "data/count",
+            json!({"collection": "users", "handle": 1}),
+            ErrorCode::BadRequest,
+            "handle: must be a string",
+        ),
+        (
+            "data/batch",
+            json!({}),
+            ErrorCode::Validation,
+            "operations: required",
+        ),
+        (
+            "data/batch",
+            json!({"operations": {}}),
+            ErrorCode::BadRequest,
+            "operations: must be an array",
+        ),
+        (
+            "data/batch",
+            op(json!({"operation": "create", "data": {}})),
+            ErrorCode::Validation,
+            "operations[3].collection: required",
+        ),
+        (
+            "data/batch",
+            op(json!({"operation": "create", "collection": "users", "data": "x"})),
+            ErrorCode::BadRequest,
+            "operations[3].data: must be an object",
+        ),
+        (
+            "data/batch",
+            op(json!({"operation": "update", "collection": "users", "data": {}})),
+            ErrorCode::Validation,
+            "operations[3].id: required",
+        ),
+        (
+            "data/batch",
+            op(json!({"collection": "users"})),
+            ErrorCode::Validation,
+            "operations[3].operation: required",
+        ),
+        (
+            "data/batch",
+            op(json!(5)),
+            ErrorCode::BadRequest,
+            "operations[3]: must be an object",
+        ),
+    ];
+    for (cmd, params, code, message) in cases {
+        let e = ask(&rt, cmd, params.clone()).await.expect_err("refused");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (code, message),
+            "{cmd} {params}"
+        );
+    }
     rt.shutdown().await;
 }

@@ -28,7 +28,7 @@
 
 use crate::users::SYSTEM_UNIQUE_ID;
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, short, stats_json,
+    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, obj, params_of, short, stats_json,
 };
 use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_protocol::time::{format_ms, now_ms, parse_date_ms};
@@ -135,27 +135,16 @@ async fn send(
     state: &ChatState,
     p: &Params,
 ) -> Result<Value, DaemonError> {
-    let room = p.str("room", MAX_KEY)?;
-    let text = match p.get("message") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(DaemonError::bad_request("message: must be a string")),
-        None => return Err(DaemonError::bad_request("message: required")),
-    };
-    if text.trim().is_empty() {
-        return Err(DaemonError::validation("message: must not be empty"));
-    }
-    if text.chars().count() > cfg.max_message_chars {
-        return Err(DaemonError::validation(format!(
-            "message: at most {} characters",
-            cfg.max_message_chars
-        )));
-    }
+    let room = p.str_max("room", MAX_KEY)?;
+    let text = p.str_max("message", cfg.max_message_chars)?;
     let sender = p
-        .opt_str("sender", MAX_KEY)?
+        .opt_str_max("sender", MAX_KEY)?
         .unwrap_or(&state.system_id)
         .to_owned();
-    let reply_to = p.opt_str("replyTo", MAX_KEY)?.map(str::to_owned);
-    let client_id = p.opt_str("clientMessageId", MAX_KEY)?.map(str::to_owned);
+    let reply_to = p.opt_str_max("replyTo", MAX_KEY)?.map(str::to_owned);
+    let client_id = p
+        .opt_str_max("clientMessageId", MAX_KEY)?
+        .map(str::to_owned);
 
     let store_it = || async {
         let user = match ctx.router().ask("user/get", json!({ "id": sender })).await {
@@ -254,9 +243,10 @@ async fn send(
 
 async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, DaemonError> {
     let limit = p.limit(50, 500)?;
+    let room = p.str_max("room", MAX_KEY)?;
     let check = ctx
         .router()
-        .ask("room/check", json!({ "room": p.str("room", MAX_KEY)? }))
+        .ask("room/check", json!({ "room": room }))
         .await?;
     let room_id = check["roomId"]
         .as_str()
@@ -323,9 +313,14 @@ async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, 
                 same
             }
         }
+        Some(Value::String(_)) => {
+            return Err(DaemonError::validation(format!(
+                "before: at most {MAX_KEY} characters"
+            )));
+        }
         Some(_) => {
             return Err(DaemonError::bad_request(
-                "before: a message id, an RFC 3339 timestamp or epoch milliseconds",
+                "before: must be a message id, an RFC 3339 timestamp or epoch milliseconds",
             ));
         }
     };
@@ -378,7 +373,12 @@ impl Daemon for ChatDaemon {
             .command(
                 CommandSpec::new("chat/history", "A page of a room's messages, oldest first")
                     .param("room", "string", true, "room name or id")
-                    .param("limit", "integer", false, "page size, default 50, max 500")
+                    .param(
+                        "limit",
+                        "non-negative integer",
+                        false,
+                        "page size, default 50, max 500",
+                    )
                     .param(
                         "before",
                         "string|integer",
@@ -417,7 +417,7 @@ impl Daemon for ChatDaemon {
         state: &ChatState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "chat/send" => send(ctx, &self.cfg, state, &p).await,
             "chat/history" => history(ctx, state, &p).await,

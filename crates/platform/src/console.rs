@@ -15,7 +15,7 @@
 //! `level`: `log` | `info` | `debug` | `warn` | `warning` | `error` (`log` is written as `info`).
 //! `source`: `[A-Za-z0-9_-]{1,64}`, default `client`.
 
-use crate::util::{Params, short};
+use crate::util::{ParamError, ParamType, Params, params_of, short};
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
@@ -61,39 +61,30 @@ pub struct ConsoleState {
     rejected: AtomicU64,
 }
 
-fn level(v: Option<&Value>, at: &str) -> Result<&'static str, DaemonError> {
-    let s = match v {
-        None | Some(Value::Null) => return Ok("info"),
-        Some(Value::String(s)) => s.to_ascii_lowercase(),
-        Some(_) => {
-            return Err(DaemonError::bad_request(format!(
-                "{at}level: must be a string"
-            )));
-        }
+fn level(p: &Params) -> Result<&'static str, ParamError> {
+    let Some(s) = p.opt_str("level")? else {
+        return Ok("info");
     };
-    Ok(match s.as_str() {
+    Ok(match s.to_ascii_lowercase().as_str() {
         "log" | "info" => "info",
         "debug" | "trace" => "debug",
         "warn" | "warning" => "warn",
         "error" => "error",
         _ => {
-            return Err(DaemonError::validation(format!(
-                "{at}level: log, info, debug, warn or error (got '{}')",
-                short(&s)
-            )));
+            return Err(ParamError::invalid(
+                "level",
+                format!(
+                    "must be log, info, debug, warn or error (got '{}')",
+                    short(s)
+                ),
+            ));
         }
     })
 }
 
-fn source(v: Option<&Value>, default: &str, at: &str) -> Result<String, DaemonError> {
-    let s = match v {
-        None | Some(Value::Null) => return Ok(default.to_owned()),
-        Some(Value::String(s)) => s,
-        Some(_) => {
-            return Err(DaemonError::bad_request(format!(
-                "{at}source: must be a string"
-            )));
-        }
+fn source(p: &Params, default: &str) -> Result<String, ParamError> {
+    let Some(s) = p.opt_str("source")? else {
+        return Ok(default.to_owned());
     };
     if s.is_empty()
         || s.len() > 64
@@ -101,50 +92,45 @@ fn source(v: Option<&Value>, default: &str, at: &str) -> Result<String, DaemonEr
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(DaemonError::validation(format!(
-            "{at}source: 1-64 characters of A-Z a-z 0-9 - _ (got '{}')",
-            short(s)
-        )));
+        return Err(ParamError::invalid(
+            "source",
+            format!("1-64 characters of A-Z a-z 0-9 - _ (got '{}')", short(s)),
+        ));
     }
-    Ok(s.clone())
+    Ok(s.to_owned())
 }
 
 impl ConsoleDaemon {
     /// One entry as (source, logger entry).
-    fn entry(
-        &self,
-        e: &Value,
-        default_source: &str,
-        at: &str,
-    ) -> Result<(String, Value), DaemonError> {
-        let Some(o) = e.as_object() else {
-            let at = if at.is_empty() {
-                "params"
-            } else {
-                at.trim_end_matches('.')
-            };
-            return Err(DaemonError::bad_request(format!("{at}: must be an object")));
-        };
-        let message = match o.get("message") {
-            Some(Value::String(s)) => s,
-            Some(_) => {
-                return Err(DaemonError::bad_request(format!(
-                    "{at}message: must be a string"
-                )));
-            }
-            None => return Err(DaemonError::bad_request(format!("{at}message: required"))),
-        };
+    fn entry(&self, p: &Params, default_source: &str) -> Result<(String, Value), ParamError> {
+        let message = p.str("message")?;
         if message.chars().count() > self.cfg.max_message_chars {
-            return Err(DaemonError::validation(format!(
-                "{at}message: at most {} characters",
-                self.cfg.max_message_chars
-            )));
+            return Err(ParamError::invalid(
+                "message",
+                format!("at most {} characters", self.cfg.max_message_chars),
+            ));
         }
-        let mut out = json!({ "level": level(o.get("level"), at)?, "message": message });
-        if let Some(a) = o.get("args").filter(|a| !a.is_null()) {
+        let mut out = json!({ "level": level(p)?, "message": message });
+        if let Some(a) = p.get("args") {
             out["args"] = a.clone();
         }
-        Ok((source(o.get("source"), default_source, at)?, out))
+        Ok((source(p, default_source)?, out))
+    }
+
+    /// Entry `i` of a batch; its errors name it (`entries[3].message: required`).
+    fn batch_entry(
+        &self,
+        i: usize,
+        e: Value,
+        default_source: &str,
+    ) -> Result<(String, Value), ParamError> {
+        let at = format!("entries[{i}]");
+        match e {
+            Value::Object(m) => self
+                .entry(&Params::from(m), default_source)
+                .map_err(|e| e.within(&at)),
+            _ => Err(ParamError::wrong_type(at, ParamType::Object)),
+        }
     }
 
     async fn forward(
@@ -246,15 +232,14 @@ impl Daemon for ConsoleDaemon {
     ) -> Result<Value, DaemonError> {
         match req.command.as_str() {
             "console/write" => {
-                let one = self.entry(&req.params, "client", "")?;
+                let p = params_of(req.params)?;
+                let one = self.entry(&p, "client")?;
                 self.forward(ctx, state, vec![one]).await
             }
             "console/write-batch" => {
-                let mut p = Params::new(req.params)?;
-                let default = source(p.get("source"), "client", "")?;
-                let Some(Value::Array(list)) = p.take("entries") else {
-                    return Err(DaemonError::bad_request("entries: required, an array"));
-                };
+                let mut p = params_of(req.params)?;
+                let default = source(&p, "client")?;
+                let list = p.array("entries")?;
                 if list.is_empty() || list.len() > self.cfg.max_batch {
                     return Err(DaemonError::validation(format!(
                         "entries: 1 to {} entries (got {})",
@@ -263,9 +248,9 @@ impl Daemon for ConsoleDaemon {
                     )));
                 }
                 let entries = list
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, e)| self.entry(e, &default, &format!("entries[{i}].")))
+                    .map(|(i, e)| self.batch_entry(i, e, &default))
                     .collect::<Result<Vec<_>, _>>()?;
                 self.forward(ctx, state, entries).await
             }

@@ -19,7 +19,7 @@
 //! bare `setInterval`. Writes are version-checked and retried a bounded number of times, so a
 //! vote racing the finaliser either lands before the tally or is refused after it, never lost.
 
-use crate::util::{MAX_KEY, Params, obj, short, version_of};
+use crate::util::{MAX_KEY, ParamError, ParamType, Params, obj, params_of, short, version_of};
 use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_protocol::time::{format_ms, now_ms, parse_date_ms};
 use daemonhost_runtime::{
@@ -118,7 +118,7 @@ fn deadline_ms(v: &Value) -> Result<i64, DaemonError> {
             ))
         }),
         _ => Err(DaemonError::bad_request(
-            "deadline: epoch milliseconds or an RFC 3339 string",
+            "deadline: must be epoch milliseconds or an RFC 3339 string",
         )),
     }
 }
@@ -278,15 +278,19 @@ impl Core {
 }
 
 async fn propose(core: &Core, cfg: &GovernanceConfig, p: &Params) -> Result<Value, DaemonError> {
-    let title = p.str("title", 200)?;
+    let title = p.str_max("title", 200)?;
     let proposer = p
-        .opt_str("proposer", MAX_KEY)?
-        .or(p.opt_str("proposerId", MAX_KEY)?)
-        .ok_or_else(|| DaemonError::bad_request("proposer: required"))?;
-    let Some(Value::Array(opts)) = p.get("options") else {
-        return Err(DaemonError::bad_request(
-            "options: required, an array of strings",
-        ));
+        .opt_str_any(&["proposer", "proposerId"], MAX_KEY)
+        .and_then(|v| v.ok_or_else(|| ParamError::missing("proposer")))?;
+    let opts = match p.get("options") {
+        Some(Value::Array(opts)) => opts,
+        Some(_) => {
+            return Err(DaemonError::from(ParamError::wrong_type(
+                "options",
+                ParamType::Array,
+            )));
+        }
+        None => return Err(DaemonError::from(ParamError::missing("options"))),
     };
     if opts.len() < 2 || opts.len() > MAX_OPTIONS {
         return Err(DaemonError::validation(format!(
@@ -307,9 +311,14 @@ async fn propose(core: &Core, cfg: &GovernanceConfig, p: &Params) -> Result<Valu
                 }
                 options.push(s.to_owned());
             }
-            _ => {
+            Some(_) => {
                 return Err(DaemonError::validation(format!(
-                    "options[{i}]: a non-empty string of at most 200 characters"
+                    "options[{i}]: must be a non-empty string of at most 200 characters"
+                )));
+            }
+            None => {
+                return Err(DaemonError::bad_request(format!(
+                    "options[{i}]: must be a string"
                 )));
             }
         }
@@ -326,7 +335,7 @@ async fn propose(core: &Core, cfg: &GovernanceConfig, p: &Params) -> Result<Valu
     data.insert("votes".into(), json!({}));
     data.insert("status".into(), json!("voting"));
     data.insert("deadline".into(), json!(format_ms(deadline)));
-    if let Some(d) = p.opt_str("description", 10_000)? {
+    if let Some(d) = p.opt_str_max("description", 10_000)? {
         data.insert("description".into(), json!(d));
     }
     let rec = core
@@ -338,9 +347,9 @@ async fn propose(core: &Core, cfg: &GovernanceConfig, p: &Params) -> Result<Valu
 }
 
 async fn vote(core: &Core, p: &Params) -> Result<Value, DaemonError> {
-    let id = p.str("proposalId", MAX_KEY)?;
-    let voter = p.str("voter", MAX_KEY)?;
-    let option = p.str("option", 200)?;
+    let id = p.str_max("proposalId", MAX_KEY)?;
+    let voter = p.str_max("voter", MAX_KEY)?;
+    let option = p.str_max("option", 200)?;
     let mut tries = 0;
     loop {
         let prop = core.read(id).await?;
@@ -489,19 +498,19 @@ impl Daemon for GovernanceDaemon {
         req: Request,
     ) -> Result<Value, DaemonError> {
         let core = &state.core;
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "decision/propose" => propose(core, &self.cfg, &p).await,
             "decision/vote" => vote(core, &p).await,
             "decision/finalize" => {
-                let id = p.str("proposalId", MAX_KEY)?;
+                let id = p.str_max("proposalId", MAX_KEY)?;
                 core.finalize(ctx, id).await.map(|(rec, _)| rec)
             }
-            "decision/get" => core.read(p.str("proposalId", MAX_KEY)?).await,
+            "decision/get" => core.read(p.str_max("proposalId", MAX_KEY)?).await,
             "decision/list" => {
                 let limit = p.limit(100, 1000)?;
                 let mut filter = Map::new();
-                if let Some(s) = p.opt_str("status", 20)? {
+                if let Some(s) = p.opt_str_max("status", 20)? {
                     filter.insert("status".into(), json!(s));
                 }
                 let page = core
@@ -512,7 +521,7 @@ impl Daemon for GovernanceDaemon {
                         ListParams {
                             filter: Some(Value::Object(filter)),
                             limit: Some(json!(limit)),
-                            cursor: p.opt_str("cursor", 4096)?.map(str::to_owned),
+                            cursor: p.opt_str_max("cursor", 4096)?.map(str::to_owned),
                             ..Default::default()
                         },
                     )

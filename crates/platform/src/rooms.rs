@@ -39,8 +39,8 @@
 
 use crate::users::ensure_system_user;
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
-    stats_json, version_of,
+    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj,
+    params_of, short, stats_json, version_of,
 };
 use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_protocol::time::now_text;
@@ -378,11 +378,11 @@ impl RoomState {
 }
 
 fn user_ids(p: &Params) -> Result<Vec<String>, DaemonError> {
-    if let Some(u) = p.opt_str("userId", MAX_KEY)? {
+    if let Some(u) = p.opt_str_max("userId", MAX_KEY)? {
         return Ok(vec![u.to_owned()]);
     }
     let Some(list) = p.get("userIds") else {
-        return Err(DaemonError::bad_request("userId: required (or userIds)"));
+        return Err(DaemonError::validation("userId: required (or userIds)"));
     };
     let Some(list) = list.as_array() else {
         return Err(DaemonError::bad_request(
@@ -404,9 +404,14 @@ fn user_ids(p: &Params) -> Result<Vec<String>, DaemonError> {
                     out.push(s.to_owned());
                 }
             }
-            _ => {
+            Some(_) => {
                 return Err(DaemonError::validation(format!(
                     "userIds[{i}]: must be a non-empty string of at most {MAX_KEY} characters"
+                )));
+            }
+            None => {
+                return Err(DaemonError::bad_request(format!(
+                    "userIds[{i}]: must be a string"
                 )));
             }
         }
@@ -533,11 +538,11 @@ impl Daemon for RoomDaemon {
         state: &RoomState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "room/create" => {
-                let slug = room_slug(p.str("name", 100)?)?;
-                let owner = match p.opt_str("ownerId", MAX_KEY)? {
+                let slug = room_slug(p.str_max("name", 100)?)?;
+                let owner = match p.opt_str_max("ownerId", MAX_KEY)? {
                     Some(o) => {
                         if !state.unknown_users(&[o.to_owned()]).await?.is_empty() {
                             return Err(DaemonError::validation(format!(
@@ -575,7 +580,7 @@ impl Daemon for RoomDaemon {
                 Ok(room)
             }
             "room/get" => {
-                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let id = state.resolve(p.str_max("room", MAX_KEY)?).await?;
                 let mut room = state.read(&id).await?;
                 let n = members_of(&room).len();
                 if let Some(o) = room.as_object_mut() {
@@ -586,7 +591,7 @@ impl Daemon for RoomDaemon {
             "room/list" => {
                 let limit = p.limit(100, 1000)?;
                 let mut filter = Map::new();
-                if let Some(t) = p.opt_str("type", 20)? {
+                if let Some(t) = p.opt_str_max("type", 20)? {
                     filter.insert("type".into(), json!(t));
                 }
                 let page = state
@@ -597,7 +602,7 @@ impl Daemon for RoomDaemon {
                         ListParams {
                             filter: Some(Value::Object(filter)),
                             limit: Some(json!(limit)),
-                            cursor: p.opt_str("cursor", 4096)?.map(str::to_owned),
+                            cursor: p.opt_str_max("cursor", 4096)?.map(str::to_owned),
                             fields: Some(json!([
                                 "uniqueId",
                                 "name",
@@ -621,14 +626,14 @@ impl Daemon for RoomDaemon {
                 )
             }
             "room/members" => {
-                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let id = state.resolve(p.str_max("room", MAX_KEY)?).await?;
                 let room = state.read(&id).await?;
                 Ok(json!({ "roomId": id, "name": room_name(&room), "members": members_of(&room) }))
             }
             "room/join" => {
-                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let id = state.resolve(p.str_max("room", MAX_KEY)?).await?;
                 let users = user_ids(&p)?;
-                let role = p.opt_str("role", 20)?.unwrap_or("member");
+                let role = p.opt_str_max("role", 20)?.unwrap_or("member");
                 if !["member", "admin", "owner"].contains(&role) {
                     return Err(DaemonError::validation(format!(
                         "role: must be member, admin or owner (got '{}')",
@@ -662,8 +667,8 @@ impl Daemon for RoomDaemon {
                 }))
             }
             "room/leave" => {
-                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
-                let user = p.str("userId", MAX_KEY)?;
+                let id = state.resolve(p.str_max("room", MAX_KEY)?).await?;
+                let user = p.str_max("userId", MAX_KEY)?;
                 let (room, left) = state.leave(&id, user).await?;
                 Ok(json!({
                     "roomId": id,
@@ -673,9 +678,9 @@ impl Daemon for RoomDaemon {
                 }))
             }
             "room/check" => {
-                let id = state.resolve(p.str("room", MAX_KEY)?).await?;
+                let id = state.resolve(p.str_max("room", MAX_KEY)?).await?;
                 let m = state.member_set(&id).await?;
-                let member = match p.opt_str("userId", MAX_KEY)? {
+                let member = match p.opt_str_max("userId", MAX_KEY)? {
                     Some(u) => Value::Bool(m.ids.contains(u)),
                     None => Value::Null,
                 };

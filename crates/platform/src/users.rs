@@ -26,8 +26,8 @@
 //! - `user/state {userId}` → the user's `user_states` record
 
 use crate::util::{
-    MAX_KEY, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict, obj, short,
-    stats_json,
+    MAX_KEY, ParamError, Params, PlatformError, cache, find_by_unique, id_of, is_unique_conflict,
+    obj, params_of, short, stats_json,
 };
 use daemonhost_data_client::{BatchOp, Data, DataClient, DataClientError, Handle, ListParams};
 use daemonhost_runtime::{
@@ -396,14 +396,14 @@ impl Daemon for UserDaemon {
         state: &UserDaemonState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = Params::new(req.params)?;
+        let p = params_of(req.params)?;
         let out = match req.command.as_str() {
             "user/create" => {
                 let kind = p
-                    .opt_str_any(&["type", "kind"], 20)?
-                    .ok_or_else(|| DaemonError::bad_request("type: required"))?;
+                    .opt_str_any(&["type", "kind"], 20)
+                    .and_then(|k| k.ok_or_else(|| ParamError::missing("type")))?;
                 validate_kind(kind)?;
-                let name = p.str("displayName", 100)?;
+                let name = p.str_max("displayName", 100)?;
                 let mut data = Map::new();
                 data.insert("type".into(), json!(kind));
                 data.insert("displayName".into(), json!(name.trim()));
@@ -415,9 +415,9 @@ impl Daemon for UserDaemon {
                 Ok(u)
             }
             "user/get" => {
-                if let Some(id) = p.opt_str("id", MAX_KEY)? {
+                if let Some(id) = p.opt_str_max("id", MAX_KEY)? {
                     state.get(id).await.map(|u| (*u).clone())
-                } else if let Some(uid) = p.opt_str("uniqueId", MAX_KEY)? {
+                } else if let Some(uid) = p.opt_str_max("uniqueId", MAX_KEY)? {
                     find_by_unique(&state.store, "users", uid)
                         .await?
                         .ok_or_else(|| {
@@ -427,7 +427,7 @@ impl Daemon for UserDaemon {
                             ))
                         })
                 } else {
-                    Err(DaemonError::bad_request("id: required (or uniqueId)"))
+                    Err(DaemonError::validation("id: required (or uniqueId)"))
                 }
             }
             "user/list" => {
@@ -437,7 +437,7 @@ impl Daemon for UserDaemon {
                     validate_kind(kind)?;
                     filter.insert("type".into(), json!(kind));
                 }
-                if let Some(s) = p.opt_str("status", 20)? {
+                if let Some(s) = p.opt_str_max("status", 20)? {
                     filter.insert("status".into(), json!(s));
                 }
                 let page = state
@@ -448,7 +448,7 @@ impl Daemon for UserDaemon {
                         ListParams {
                             filter: Some(Value::Object(filter)),
                             limit: Some(json!(limit)),
-                            cursor: p.opt_str("cursor", 4096)?.map(str::to_owned),
+                            cursor: p.opt_str_max("cursor", 4096)?.map(str::to_owned),
                             ..Default::default()
                         },
                     )
@@ -458,13 +458,13 @@ impl Daemon for UserDaemon {
                 )
             }
             "user/update" => {
-                let id = p.str("id", MAX_KEY)?;
+                let id = p.str_max("id", MAX_KEY)?;
                 let mut data = Map::new();
                 if let Some(kind) = p.opt_str_any(&["type", "kind"], 20)? {
                     validate_kind(kind)?;
                     data.insert("type".into(), json!(kind));
                 }
-                if let Some(n) = p.opt_str("displayName", 100)? {
+                if let Some(n) = p.opt_str_max("displayName", 100)? {
                     data.insert("displayName".into(), json!(n.trim()));
                 }
                 if let Some(v) = p.get("lastActiveAt") {
@@ -476,13 +476,7 @@ impl Daemon for UserDaemon {
                         "data: nothing to update (give displayName, status, type, ...)",
                     ));
                 }
-                let version = p
-                    .get("version")
-                    .map(|v| {
-                        v.as_i64()
-                            .ok_or_else(|| DaemonError::bad_request("version: must be an integer"))
-                    })
-                    .transpose()?;
+                let version = p.opt_i64("version")?;
                 let u = match state
                     .store
                     .update(&Handle::Primary, "users", id, data, version)
@@ -502,7 +496,7 @@ impl Daemon for UserDaemon {
                 Ok(u)
             }
             "user/state" => {
-                let id = p.str("userId", MAX_KEY)?;
+                let id = p.str_max("userId", MAX_KEY)?;
                 let page = state
                     .store
                     .list(

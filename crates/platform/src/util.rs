@@ -1,7 +1,8 @@
-//! What the platform daemons share: caches, record helpers, the platform error, and (until the
-//! protocol's reader replaces it) request params.
+//! What the platform daemons share: caches, record helpers, the platform error, and the answer to
+//! a params error (params are read with the protocol's one reader, [`Params`]).
 
 use daemonhost_data_client::{Data, DataClientError, Handle, ListParams};
+pub(crate) use daemonhost_protocol::params::{ParamError, ParamType, Params};
 use daemonhost_runtime::{BoundedCache, CacheStats, DaemonError};
 use serde_json::{Map, Value, json};
 use std::hash::Hash;
@@ -92,86 +93,9 @@ pub(crate) fn is_unique_conflict(e: &DataClientError, field: &str) -> bool {
 /// Longest string a client may name anything by (ids, names, unique ids) before we look it up.
 pub(crate) const MAX_KEY: usize = 200;
 
-/// Request params as an object, with accessors whose errors name the field.
-#[derive(Debug)]
-pub(crate) struct Params(Map<String, Value>);
-
-impl Params {
-    /// The params of a request (`null` is an empty object).
-    pub(crate) fn new(v: Value) -> Result<Self, DaemonError> {
-        match v {
-            Value::Object(m) => Ok(Params(m)),
-            Value::Null => Ok(Params(Map::new())),
-            _ => Err(DaemonError::bad_request("params must be an object")),
-        }
-    }
-
-    /// A raw value (absent and `null` are `None`).
-    pub(crate) fn get(&self, k: &str) -> Option<&Value> {
-        self.0.get(k).filter(|v| !v.is_null())
-    }
-
-    /// Take a raw value out.
-    pub(crate) fn take(&mut self, k: &str) -> Option<Value> {
-        self.0.remove(k).filter(|v| !v.is_null())
-    }
-
-    /// An optional string; must be non-empty and at most `max` characters.
-    pub(crate) fn opt_str(&self, k: &str, max: usize) -> Result<Option<&str>, DaemonError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(DaemonError::validation(format!("{k}: must not be empty")))
-            }
-            Some(Value::String(s)) if s.chars().count() > max => Err(DaemonError::validation(
-                format!("{k}: at most {max} characters"),
-            )),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(DaemonError::bad_request(format!("{k}: must be a string"))),
-        }
-    }
-
-    /// A required string (see [`Params::opt_str`]).
-    pub(crate) fn str(&self, k: &str, max: usize) -> Result<&str, DaemonError> {
-        self.opt_str(k, max)?
-            .ok_or_else(|| DaemonError::bad_request(format!("{k}: required")))
-    }
-
-    /// The first of several names for one string param (`type` / `kind`).
-    pub(crate) fn opt_str_any(
-        &self,
-        keys: &[&str],
-        max: usize,
-    ) -> Result<Option<&str>, DaemonError> {
-        for k in keys {
-            if let Some(s) = self.opt_str(k, max)? {
-                return Ok(Some(s));
-            }
-        }
-        Ok(None)
-    }
-
-    /// An optional non-negative integer.
-    pub(crate) fn opt_u64(&self, k: &str) -> Result<Option<u64>, DaemonError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                DaemonError::bad_request(format!("{k}: must be a non-negative integer"))
-            }),
-        }
-    }
-
-    /// A page size: `default` when absent, `validation` above `max` or at 0.
-    pub(crate) fn limit(&self, default: usize, max: usize) -> Result<usize, DaemonError> {
-        match self.opt_u64("limit")? {
-            None => Ok(default),
-            Some(0) => Err(DaemonError::validation("limit: must be at least 1")),
-            Some(n) if n > max as u64 => Err(DaemonError::validation(format!(
-                "limit: at most {max} (got {n})"
-            ))),
-            Some(n) => Ok(usize::try_from(n).unwrap_or(max)),
-        }
-    }
+/// The params of a request, or the `bad_request` for params that are not an object.
+pub(crate) fn params_of(v: Value) -> Result<Params, DaemonError> {
+    Params::new(v).map_err(DaemonError::from)
 }
 
 /// The text of a value for an error message, shortened.
@@ -186,22 +110,31 @@ pub(crate) fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daemonhost_runtime::ErrorCode;
 
     #[test]
-    fn params_errors_name_the_field() {
-        let p = Params::new(json!({"a": 1, "b": "", "c": "xyz", "limit": 900})).expect("obj");
-        assert!(p.str("a", 10).expect_err("type").message.contains("a:"));
-        assert!(p.str("b", 10).expect_err("empty").message.contains("b:"));
-        assert!(p.str("c", 2).expect_err("long").message.contains("c:"));
-        assert!(p.str("d", 2).expect_err("missing").message.contains("d:"));
-        assert!(p.limit(50, 500).expect_err("max").message.contains("limit"));
+    fn param_errors_keep_the_readers_code_and_message() {
+        let p = params_of(json!({"a": 1})).expect("obj");
+        let e = p
+            .str_max("a", 10)
+            .map_err(DaemonError::from)
+            .expect_err("type");
         assert_eq!(
-            Params::new(Value::Null)
-                .expect("null")
-                .limit(50, 500)
-                .expect("d"),
-            50
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadRequest, "a: must be a string")
         );
-        assert!(Params::new(json!([1])).is_err());
+        let e = p
+            .str_max("d", 10)
+            .map_err(DaemonError::from)
+            .expect_err("missing");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::Validation, "d: required")
+        );
+        let e = params_of(json!([1])).expect_err("not an object");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadRequest, "params must be an object")
+        );
     }
 }

@@ -855,3 +855,155 @@ async fn platform_repeated_reads_hit_the_caches_and_data_events_invalidate_them(
     );
     h.rt.shutdown().await;
 }
+
+/// Every platform daemon reads params with the protocol's one reader: a missing required param is
+/// `validation` "<name>: required", a wrong-typed one `bad_request` "<name>: must be <type>", and
+/// params that are not an object `bad_request` "params must be an object".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_params_errors_follow_the_protocol_contract() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = boot(dir.path()).await;
+    let cases = [
+        (
+            "chat/send",
+            json!({}),
+            ErrorCode::Validation,
+            "room: required",
+        ),
+        (
+            "chat/send",
+            Value::Null,
+            ErrorCode::Validation,
+            "room: required",
+        ),
+        (
+            "chat/send",
+            json!({"room": 5, "message": "x"}),
+            ErrorCode::BadRequest,
+            "room: must be a string",
+        ),
+        (
+            "chat/send",
+            json!({"room": "general", "message": null}),
+            ErrorCode::Validation,
+            "message: required",
+        ),
+        (
+            "chat/send",
+            json!({"room": "general", "message": ["x"]}),
+            ErrorCode::BadRequest,
+            "message: must be a string",
+        ),
+        (
+            "chat/send",
+            json!(["general"]),
+            ErrorCode::BadRequest,
+            "params must be an object",
+        ),
+        (
+            "chat/history",
+            json!({"room": "general", "limit": "9"}),
+            ErrorCode::BadRequest,
+            "limit: must be a non-negative integer",
+        ),
+        (
+            "user/create",
+            json!({"displayName": "x"}),
+            ErrorCode::Validation,
+            "type: required",
+        ),
+        (
+            "user/create",
+            json!({"type": "human"}),
+            ErrorCode::Validation,
+            "displayName: required",
+        ),
+        (
+            "user/get",
+            json!({}),
+            ErrorCode::Validation,
+            "id: required (or uniqueId)",
+        ),
+        (
+            "user/update",
+            json!({"id": "x", "displayName": "y", "version": "1"}),
+            ErrorCode::BadRequest,
+            "version: must be an integer",
+        ),
+        (
+            "room/get",
+            json!({}),
+            ErrorCode::Validation,
+            "room: required",
+        ),
+        (
+            "room/join",
+            json!({"room": "general"}),
+            ErrorCode::Validation,
+            "userId: required (or userIds)",
+        ),
+        (
+            "room/join",
+            json!({"room": "general", "userIds": [7]}),
+            ErrorCode::BadRequest,
+            "userIds[0]: must be a string",
+        ),
+        (
+            "decision/propose",
+            json!({"title": "t", "proposer": "p"}),
+            ErrorCode::Validation,
+            "options: required",
+        ),
+        (
+            "decision/propose",
+            json!({"title": "t", "options": ["a", "b"]}),
+            ErrorCode::Validation,
+            "proposer: required",
+        ),
+        (
+            "decision/propose",
+            json!({"title": "t", "proposer": "p", "options": "a,b"}),
+            ErrorCode::BadRequest,
+            "options: must be an array",
+        ),
+        (
+            "decision/vote",
+            json!({"proposalId": true}),
+            ErrorCode::BadRequest,
+            "proposalId: must be a string",
+        ),
+        (
+            "console/write",
+            json!({}),
+            ErrorCode::Validation,
+            "level: required",
+        ),
+        (
+            "console/write-batch",
+            json!({}),
+            ErrorCode::Validation,
+            "entries: required",
+        ),
+        (
+            "console/write-batch",
+            json!({"entries": [{"message": "a"}, {"level": "info"}]}),
+            ErrorCode::Validation,
+            "entries[1].message: required",
+        ),
+        (
+            "console/write-batch",
+            json!({"entries": ["a"]}),
+            ErrorCode::BadRequest,
+            "entries[0]: must be an object",
+        ),
+    ];
+    for (cmd, params, code, message) in cases {
+        let e = h.err(cmd, params.clone()).await;
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (code, message),
+            "{cmd} {params}"
+        );
+    }
+    h.rt.shutdown().await;
+}

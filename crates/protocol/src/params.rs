@@ -16,7 +16,8 @@
 //! Params `null` mean `{}`, and a param whose value is `null` counts as absent.
 //!
 //! - [`Params`]: owns the params object; typed accessors return [`ParamError`], which converts
-//!   into the [`ErrorBody`] to answer.
+//!   into the [`ErrorBody`] to answer. An object nested in the params (an array's element) is
+//!   read with its own [`Params`], its errors named by path with [`ParamError::within`].
 //! - [`check_declared`]: the cheap generic check a router runs before the handler, against the
 //!   `(name, type, required)` a command declares; it reports exactly what the accessors would.
 //! - [`ParamType`]: the type words of command specs (`"string"`, `"integer"`, …).
@@ -188,6 +189,28 @@ impl ParamError {
             ParamError::Missing { name }
             | ParamError::WrongType { name, .. }
             | ParamError::Invalid { name, .. } => Some(name),
+        }
+    }
+}
+
+impl ParamError {
+    /// The same error about a param inside the object `parent` (an array element such as
+    /// `operations[3]`, or an object param): the name becomes `parent.name`, so the message
+    /// names the path (`operations[3].collection: required`); params that are not an object
+    /// become `parent: must be an object`. The code does not change.
+    pub fn within(self, parent: &str) -> Self {
+        let path = |name: String| format!("{parent}.{name}");
+        match self {
+            ParamError::NotAnObject => ParamError::wrong_type(parent, ParamType::Object),
+            ParamError::Missing { name } => ParamError::Missing { name: path(name) },
+            ParamError::WrongType { name, expected } => ParamError::WrongType {
+                name: path(name),
+                expected,
+            },
+            ParamError::Invalid { name, reason } => ParamError::Invalid {
+                name: path(name),
+                reason,
+            },
         }
     }
 }
@@ -718,6 +741,41 @@ mod tests {
         let p = params(json!({"type": "", "kind": "b"}));
         let e = p.opt_str_any(&["type", "kind"], 10).expect_err("blank");
         assert_eq!(e.to_string(), "type: must not be empty");
+    }
+
+    #[test]
+    fn within_names_the_path_and_keeps_the_code() {
+        let cases = [
+            (
+                ParamError::missing("collection"),
+                ErrorCode::Validation,
+                "operations[3].collection: required",
+            ),
+            (
+                ParamError::wrong_type("data", ParamType::Object),
+                ErrorCode::BadRequest,
+                "operations[3].data: must be an object",
+            ),
+            (
+                ParamError::invalid("id", "must not be empty"),
+                ErrorCode::Validation,
+                "operations[3].id: must not be empty",
+            ),
+            (
+                ParamError::NotAnObject,
+                ErrorCode::BadRequest,
+                "operations[3]: must be an object",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let e = e.within("operations[3]");
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+        }
+        assert_eq!(
+            ParamError::NotAnObject.within("o").name(),
+            Some("o"),
+            "the parent is the param in question"
+        );
     }
 
     #[test]

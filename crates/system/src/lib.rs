@@ -21,7 +21,6 @@
 
 pub mod counters;
 pub mod logging;
-mod params;
 pub mod placed;
 pub mod search;
 pub mod session;
@@ -34,7 +33,15 @@ pub use search::SearchDaemon;
 pub use session::{SessionConfig, SessionDaemon};
 pub use system::{EventsDaemon, HealthDaemon, SystemDaemon};
 
+use daemonhost_protocol::params::Params;
+use daemonhost_runtime::DaemonError;
 use std::sync::Arc;
+
+/// The params of a request (`null` is `{}`), or the `bad_request` for params that are not an
+/// object.
+pub(crate) fn params_of(v: serde_json::Value) -> Result<Params, DaemonError> {
+    Params::new(v).map_err(DaemonError::from)
+}
 
 /// Everything the system daemons are configured with.
 #[derive(Debug, Clone, Default)]

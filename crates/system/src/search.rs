@@ -23,8 +23,10 @@
 //!
 //! Not followed: archiving (archived messages stay searchable).
 
+use crate::params_of;
 use crate::placed::{Placed, Placement, WorkerOptions};
 use daemonhost_data_client::{Data, DataClient, Handle, ListParams};
+use daemonhost_protocol::params::{ParamError, ParamType};
 use daemonhost_protocol::time::parse_date_ms;
 use daemonhost_runtime::supervisor::WorkerState;
 use daemonhost_runtime::{
@@ -437,7 +439,7 @@ impl Daemon for SearchDaemon {
                 )
                 .param("query", "string", true, "words to find")
                 .param("roomId", "string", false, "only this room")
-                .param("limit", "integer", false, "default 20, max 1000"),
+                .param("limit", "non-negative integer", false, "default 20, max 1000"),
             )
             .command(CommandSpec::new(
                 "search/execute",
@@ -523,31 +525,20 @@ impl Daemon for SearchDaemon {
         match req.command.as_str() {
             // Index changes go to both placements, like the data events.
             "search/index-add" => {
-                let list = req
-                    .params
-                    .get("messages")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .ok_or_else(|| {
-                        DaemonError::bad_request(
-                            "field 'messages' is required and must be an array",
-                        )
-                    })?;
+                let list = params_of(req.params)?.array("messages")?;
                 state.apply(list, Vec::new()).await
             }
             "search/index-remove" => {
-                let ids = req
-                    .params
-                    .get("ids")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| {
-                        DaemonError::bad_request("field 'ids' is required and must be an array")
-                    })?
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| DaemonError::bad_request("ids must be strings"))
+                let ids = params_of(req.params)?
+                    .array("ids")?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(DaemonError::from(ParamError::wrong_type(
+                            format!("ids[{i}]"),
+                            ParamType::String,
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 state.apply(Vec::new(), ids).await

@@ -13,12 +13,14 @@
 //!
 //! Events: `session:created` (data: the session) and `session:destroyed` (data: `{id}`).
 
-use crate::params::{kind, opt_u64, params_object, req_str};
+use crate::params_of;
+use daemonhost_protocol::params::{ParamError, Params};
+use daemonhost_protocol::time::format_ms;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -259,44 +261,27 @@ impl Daemon for SessionDaemon {
         state: &SessionState,
         req: Request,
     ) -> Result<Value, DaemonError> {
-        let p = params_object(&req)?;
+        let mut p = params_of(req.params)?;
         let now = Instant::now();
         match req.command.as_str() {
             "session/create" => {
-                let metadata = match p.get("metadata") {
-                    None | Some(Value::Null) => Value::Object(Map::new()),
-                    Some(m @ Value::Object(_)) => {
-                        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-                        if size > self.cfg.max_metadata_bytes {
-                            return Err(DaemonError::validation(format!(
-                                "field 'metadata' is {size} bytes; the maximum is {}",
-                                self.cfg.max_metadata_bytes
-                            )));
-                        }
-                        m.clone()
-                    }
-                    Some(other) => {
-                        return Err(DaemonError::bad_request(format!(
-                            "field 'metadata' must be an object (found {})",
-                            kind(other)
-                        )));
-                    }
-                };
-                let ttl = match opt_u64(p, "ttl_secs")? {
-                    None => self.cfg.ttl,
-                    Some(0) => {
-                        return Err(DaemonError::validation(
-                            "field 'ttl_secs' must be at least 1",
-                        ));
-                    }
-                    Some(s) if Duration::from_secs(s) > self.cfg.max_ttl => {
-                        return Err(DaemonError::validation(format!(
-                            "field 'ttl_secs' must be at most {}",
-                            self.cfg.max_ttl.as_secs()
-                        )));
-                    }
-                    Some(s) => Duration::from_secs(s),
-                };
+                let metadata = p.opt_object("metadata")?.unwrap_or_default();
+                let size = serde_json::to_vec(&metadata)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
+                if size > self.cfg.max_metadata_bytes {
+                    return Err(DaemonError::from(ParamError::invalid(
+                        "metadata",
+                        format!(
+                            "at most {} bytes of JSON (got {size})",
+                            self.cfg.max_metadata_bytes
+                        ),
+                    )));
+                }
+                let metadata = Value::Object(metadata);
+                let ttl = p
+                    .opt_u64_range("ttl_secs", 1, self.cfg.max_ttl.as_secs())?
+                    .map_or(self.cfg.ttl, Duration::from_secs);
                 let created = state.store.lock().create(
                     now,
                     SystemTime::now(),
@@ -316,7 +301,7 @@ impl Daemon for SessionDaemon {
                 }
             }
             "session/get" => {
-                let id = parse_id(p)?;
+                let id = parse_id(&p)?;
                 let mut store = state.store.lock();
                 store
                     .get(now, &id)
@@ -324,7 +309,7 @@ impl Daemon for SessionDaemon {
                     .ok_or_else(|| not_found(&id))
             }
             "session/destroy" => {
-                let id = parse_id(p)?;
+                let id = parse_id(&p)?;
                 let destroyed = state.store.lock().destroy(now, &id);
                 if destroyed {
                     ctx.publish("session:destroyed", json!({"id": id.to_string()}));
@@ -334,12 +319,9 @@ impl Daemon for SessionDaemon {
                 }
             }
             "session/list" => {
-                let limit = opt_u64(p, "limit")?.unwrap_or(DEFAULT_LIST_LIMIT);
-                if limit > MAX_LIST_LIMIT {
-                    return Err(DaemonError::validation(format!(
-                        "field 'limit' must be at most {MAX_LIST_LIMIT}"
-                    )));
-                }
+                let limit = p
+                    .opt_u64_range("limit", 0, MAX_LIST_LIMIT)?
+                    .unwrap_or(DEFAULT_LIST_LIMIT);
                 let limit = usize::try_from(limit).unwrap_or(usize::MAX);
                 let mut store = state.store.lock();
                 let (sessions, total) = store.list(now, limit);
@@ -358,10 +340,14 @@ impl Daemon for SessionDaemon {
     }
 }
 
-fn parse_id(p: &Map<String, Value>) -> Result<Uuid, DaemonError> {
-    let raw = req_str(p, "id")?;
-    Uuid::parse_str(raw)
-        .map_err(|_| DaemonError::validation(format!("field 'id' must be a UUID, got '{raw}'")))
+fn parse_id(p: &Params) -> Result<Uuid, DaemonError> {
+    let raw = p.str("id")?;
+    Uuid::parse_str(raw).map_err(|_| {
+        DaemonError::from(ParamError::invalid(
+            "id",
+            format!("must be a UUID (got '{raw}')"),
+        ))
+    })
 }
 
 fn not_found(id: &Uuid) -> DaemonError {
@@ -370,38 +356,10 @@ fn not_found(id: &Uuid) -> DaemonError {
     ))
 }
 
-/// `2025-01-31T12:00:00.123Z` (UTC, millisecond precision).
+/// `2025-01-31T12:00:00.123Z`: the protocol's canonical time text of a wall-clock instant.
 fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, dd) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
-    format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    format_ms(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -573,13 +531,44 @@ mod tests {
         let rt = runtime(SessionConfig::default()).await;
         let r = rt.router();
         let code = |e: DaemonError| e.code;
+        let answer = |e: DaemonError| (e.code, e.message);
+        // The protocol's contract: missing → validation naming it, wrong type → bad_request
+        // naming the type, params not an object → bad_request.
         assert_eq!(
-            r.ask("session/get", json!({})).await.map_err(code),
-            Err(ErrorCode::Validation)
+            r.ask("session/get", json!({})).await.map_err(answer),
+            Err((ErrorCode::Validation, "id: required".to_owned()))
         );
         assert_eq!(
-            r.ask("session/get", json!({"id": 7})).await.map_err(code),
-            Err(ErrorCode::BadRequest)
+            r.ask("session/get", json!({"id": null}))
+                .await
+                .map_err(answer),
+            Err((ErrorCode::Validation, "id: required".to_owned()))
+        );
+        assert_eq!(
+            r.ask("session/get", json!({"id": 7})).await.map_err(answer),
+            Err((ErrorCode::BadRequest, "id: must be a string".to_owned()))
+        );
+        assert_eq!(
+            r.ask("session/destroy", json!([1])).await.map_err(answer),
+            Err((ErrorCode::BadRequest, "params must be an object".to_owned()))
+        );
+        assert_eq!(
+            r.ask("session/list", json!({"limit": -1}))
+                .await
+                .map_err(answer),
+            Err((
+                ErrorCode::BadRequest,
+                "limit: must be a non-negative integer".to_owned()
+            ))
+        );
+        assert_eq!(
+            r.ask("session/create", json!({"ttl_secs": 0}))
+                .await
+                .map_err(answer),
+            Err((
+                ErrorCode::Validation,
+                "ttl_secs: at least 1 (got 0)".to_owned()
+            ))
         );
         assert_eq!(
             r.ask("session/get", json!({"id": "nope"}))

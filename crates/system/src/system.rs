@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 use crate::counters::HostCounters;
-use crate::params::{opt_str, params_object};
+use crate::params_of;
 
 /// Queue bound of the `system` daemon. `ping` is the command benchmarks and health checks
 /// Queue bound of the `system` daemon. `ping` is the command benchmarks and health checks
@@ -75,8 +75,8 @@ impl Daemon for SystemDaemon {
             })),
             "list" => Ok(list(ctx)),
             "help" => {
-                let p = params_object(&req)?;
-                match opt_str(p, "command")? {
+                let p = params_of(req.params)?;
+                match p.opt_str("command")? {
                     None => Ok(list(ctx)),
                     Some(name) => help(ctx, name),
                 }

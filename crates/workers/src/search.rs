@@ -20,6 +20,7 @@ mod tokenize;
 
 use std::sync::Arc;
 
+use daemonhost_protocol::params::{ParamError, ParamType, Params};
 use daemonhost_protocol::{ErrorBody, ErrorCode};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
@@ -32,10 +33,7 @@ pub use algorithms::{
 pub use index::{Hit, IndexStats, InvalidId, MessageIndex, MessageIndexConfig, NewMessage};
 pub use tokenize::{MIN_TOKEN_LEN, tokenize, tokenize_with};
 
-use crate::service::{
-    ServiceCommand, WorkerService, bad_request, describe, object, opt_str, opt_u64, req_array,
-    req_str, unknown_command, validation,
-};
+use crate::service::{ServiceCommand, WorkerService, unknown_command, validation};
 
 /// Inputs smaller than this (bytes of text) are scored inline; larger ones on `spawn_blocking`.
 const INLINE_BYTES: usize = 16 * 1024;
@@ -134,23 +132,28 @@ fn output_json(algorithm: &str, out: SearchOutput) -> Value {
     })
 }
 
-fn f64_vec(v: &Value, what: &str) -> Result<Vec<f64>, ErrorBody> {
-    let arr = v.as_array().ok_or_else(|| {
-        bad_request(format!(
-            "{what} must be an array of numbers (found {})",
-            describe(v)
-        ))
-    })?;
-    arr.iter()
-        .map(|x| {
-            x.as_f64().ok_or_else(|| {
-                bad_request(format!(
-                    "{what} must contain only numbers (found {})",
-                    describe(x)
-                ))
-            })
+/// An array of numbers named `what`; a wrong element is named by index (`what[3]`).
+fn f64_vec(v: &[Value], what: &str) -> Result<Vec<f64>, ParamError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_f64()
+                .ok_or_else(|| ParamError::wrong_type(format!("{what}[{i}]"), ParamType::Number))
         })
         .collect()
+}
+
+/// The algorithm a request names (`algorithm`).
+fn algorithm_of(name: &str) -> Result<Algorithm, ParamError> {
+    Algorithm::parse(name).ok_or_else(|| {
+        ParamError::invalid(
+            "algorithm",
+            format!(
+                "unknown algorithm '{}' (known: bow, bm25, cosine)",
+                name.chars().take(32).collect::<String>()
+            ),
+        )
+    })
 }
 
 impl SearchService {
@@ -168,36 +171,25 @@ impl SearchService {
         &self.index
     }
 
-    async fn execute(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let name = opt_str(m, "algorithm")?.unwrap_or("bm25");
-        let algorithm = Algorithm::parse(name).ok_or_else(|| {
-            validation(format!(
-                "unknown algorithm '{name}' (known: bow, bm25, cosine)"
-            ))
-        })?;
-        let query = req_str(m, "query")?.to_owned();
-        let corpus = req_array(m, "corpus")?
-            .iter()
+    async fn execute(&self, params: Value) -> Result<Value, ErrorBody> {
+        let mut m = Params::new(params)?;
+        let algorithm = algorithm_of(m.opt_str("algorithm")?.unwrap_or("bm25"))?;
+        let query = m.string("query")?;
+        let corpus = m
+            .array("corpus")?
+            .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(bad_request(format!(
-                    "corpus[{i}] must be a string (found {})",
-                    describe(other)
-                ))),
+                Value::String(s) => Ok(s),
+                _ => Err(ParamError::wrong_type(
+                    format!("corpus[{i}]"),
+                    ParamType::String,
+                )),
             })
             .collect::<Result<Vec<String>, _>>()?;
         let mut p = AlgorithmParams::default();
-        match m.get("params") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(o)) => p.apply(algorithm, o).map_err(validation)?,
-            Some(other) => {
-                return Err(bad_request(format!(
-                    "field 'params' must be an object when present (found {})",
-                    describe(other)
-                )));
-            }
+        if let Some(o) = m.opt_object("params")? {
+            p.apply(algorithm, &o).map_err(|e| e.within("params"))?;
         }
         let size: usize = query.len() + corpus.iter().map(String::len).sum::<usize>();
         let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
@@ -207,26 +199,23 @@ impl SearchService {
         Ok(output_json(algorithm.name(), out))
     }
 
-    async fn vector(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let q = f64_vec(m.get("queryVector").unwrap_or(&Value::Null), "queryVector")?;
-        let corpus_v = req_array(m, "corpusVectors")?;
-        let corpus = corpus_v
+    async fn vector(&self, params: Value) -> Result<Value, ErrorBody> {
+        let mut m = Params::new(params)?;
+        let q = f64_vec(&m.array("queryVector")?, "queryVector")?;
+        let corpus = m
+            .array("corpusVectors")?
             .iter()
-            .map(|v| f64_vec(v, "corpusVectors[i]"))
+            .enumerate()
+            .map(|(i, v)| {
+                let at = format!("corpusVectors[{i}]");
+                match v {
+                    Value::Array(a) => f64_vec(a, &at),
+                    _ => Err(ParamError::wrong_type(at, ParamType::Array)),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let normalize = match m.get("normalize") {
-            None | Some(Value::Null) => true,
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| bad_request("field 'normalize' must be a boolean"))?,
-        };
-        let threshold = match m.get("threshold") {
-            None | Some(Value::Null) => 0.0,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| bad_request("field 'threshold' must be a number"))?,
-        };
+        let normalize = m.opt_bool("normalize")?.unwrap_or(true);
+        let threshold = m.opt_f64("threshold")?.unwrap_or(0.0);
         let size = q.len() * (corpus.len() + 1) * 8;
         let out = blocking(&self.cpu, size < INLINE_BYTES, move || {
             cosine_vectors(&q, &corpus, normalize, threshold)
@@ -235,14 +224,8 @@ impl SearchService {
         Ok(output_json("cosine", out))
     }
 
-    fn params(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let name = req_str(m, "algorithm")?;
-        let algorithm = Algorithm::parse(name).ok_or_else(|| {
-            validation(format!(
-                "unknown algorithm '{name}' (known: bow, bm25, cosine)"
-            ))
-        })?;
+    fn params(&self, params: Value) -> Result<Value, ErrorBody> {
+        let algorithm = algorithm_of(Params::new(params)?.str("algorithm")?)?;
         Ok(json!({
             "algorithm": algorithm.name(),
             "params": algorithm.param_names(),
@@ -250,11 +233,12 @@ impl SearchService {
         }))
     }
 
-    async fn messages(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let query = req_str(m, "query")?.to_owned();
-        let room = opt_str(m, "roomId")?.map(str::to_owned);
-        let limit = opt_u64(m, "limit")?
+    async fn messages(&self, params: Value) -> Result<Value, ErrorBody> {
+        let mut m = Params::new(params)?;
+        let query = m.string("query")?;
+        let room = m.opt_string("roomId")?;
+        let limit = m
+            .opt_u64("limit")?
             .map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT))
             .min(MAX_LIMIT);
         let index = Arc::clone(&self.index);
@@ -266,34 +250,24 @@ impl SearchService {
         Ok(json!({ "hits": hits, "matched": matched }))
     }
 
-    async fn index_add(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let list = req_array(m, "messages")?;
+    async fn index_add(&self, params: Value) -> Result<Value, ErrorBody> {
+        let list = Params::new(params)?.array("messages")?;
         let mut owned: Vec<(String, String, String, i64)> = Vec::with_capacity(list.len());
-        for (i, v) in list.iter().enumerate() {
-            let o = v.as_object().ok_or_else(|| {
-                bad_request(format!(
-                    "messages[{i}] must be an object (found {})",
-                    describe(v)
+        for (i, v) in list.into_iter().enumerate() {
+            let at = || format!("messages[{i}]");
+            let Value::Object(o) = v else {
+                return Err(ParamError::wrong_type(at(), ParamType::Object).into());
+            };
+            let mut o = Params::from(o);
+            let mut read = || -> Result<_, ParamError> {
+                Ok((
+                    o.string("id")?,
+                    o.string("roomId")?,
+                    o.string("text")?,
+                    o.opt_i64("createdAt")?.unwrap_or(0),
                 ))
-            })?;
-            let field = |k: &str| {
-                req_str(o, k).map_err(|e| bad_request(format!("messages[{i}]: {}", e.message)))
             };
-            let created = match o.get("createdAt") {
-                None | Some(Value::Null) => 0,
-                Some(v) => v.as_i64().ok_or_else(|| {
-                    bad_request(format!(
-                        "messages[{i}]: field 'createdAt' must be an integer"
-                    ))
-                })?,
-            };
-            owned.push((
-                field("id")?.to_owned(),
-                field("roomId")?.to_owned(),
-                field("text")?.to_owned(),
-                created,
-            ));
+            owned.push(read().map_err(|e| e.within(&at()))?);
         }
         let size: usize = owned.iter().map(|m| m.2.len()).sum();
         let index = Arc::clone(&self.index);
@@ -315,15 +289,14 @@ impl SearchService {
         Ok(json!({ "added": added, "docs": docs }))
     }
 
-    fn index_remove(&self, params: &Value) -> Result<Value, ErrorBody> {
-        let m = object(params)?;
-        let ids = req_array(m, "ids")?
+    fn index_remove(&self, params: Value) -> Result<Value, ErrorBody> {
+        let ids = Params::new(params)?.array("ids")?;
+        let ids = ids
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().ok_or_else(|| {
-                    bad_request(format!("ids[{i}] must be a string (found {})", describe(v)))
-                })
+                v.as_str()
+                    .ok_or_else(|| ParamError::wrong_type(format!("ids[{i}]"), ParamType::String))
             })
             .collect::<Result<Vec<&str>, _>>()?;
         let mut ix = self.index.write();
@@ -347,17 +320,17 @@ impl WorkerService for SearchService {
 
     async fn handle(&self, command: &str, params: Value) -> Result<Value, ErrorBody> {
         match command {
-            "search/execute" => self.execute(&params).await,
-            "search/vector" => self.vector(&params).await,
+            "search/execute" => self.execute(params).await,
+            "search/vector" => self.vector(params).await,
             "search/list" => Ok(json!({
                 "algorithms": Algorithm::ALL.iter().map(|a| a.name()).collect::<Vec<_>>()
             })),
-            "search/params" => self.params(&params),
-            "search/messages" => self.messages(&params).await,
-            "search/index-add" => self.index_add(&params).await,
-            "search/index-remove" => self.index_remove(&params),
+            "search/params" => self.params(params),
+            "search/messages" => self.messages(params).await,
+            "search/index-add" => self.index_add(params).await,
+            "search/index-remove" => self.index_remove(params),
             "search/index-clear" => {
-                object(&params)?;
+                Params::new(params)?;
                 let mut ix = self.index.write();
                 let removed = ix.clear();
                 Ok(json!({ "removed": removed, "docs": ix.len() }))
@@ -423,7 +396,122 @@ mod tests {
             .handle("search/execute", json!({"corpus": []}))
             .await
             .expect_err("bad");
-        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.code, ErrorCode::Validation);
+    }
+
+    /// The worker answers what every daemon answers (the protocol's one params reader).
+    #[tokio::test]
+    async fn params_errors_follow_the_protocol_contract() {
+        let s = SearchService::default();
+        let cases = [
+            (
+                "search/execute",
+                json!({"corpus": ["a"]}),
+                ErrorCode::Validation,
+                "query: required",
+            ),
+            (
+                "search/execute",
+                json!({"query": 1, "corpus": ["a"]}),
+                ErrorCode::BadRequest,
+                "query: must be a string",
+            ),
+            (
+                "search/execute",
+                json!({"query": "a", "corpus": ["a", 2]}),
+                ErrorCode::BadRequest,
+                "corpus[1]: must be a string",
+            ),
+            (
+                "search/execute",
+                json!({"query": "a", "corpus": [], "params": {"k1": "x"}}),
+                ErrorCode::BadRequest,
+                "params.k1: must be a number",
+            ),
+            (
+                "search/execute",
+                json!({"query": "a", "corpus": [], "params": {"min_term_length": 3}}),
+                ErrorCode::Validation,
+                "params.min_term_length: unknown parameter for bm25 (known: k1, b, case_insensitive)",
+            ),
+            (
+                "search/execute",
+                json!({"algorithm": "tfidf", "query": "a", "corpus": []}),
+                ErrorCode::Validation,
+                "algorithm: unknown algorithm 'tfidf' (known: bow, bm25, cosine)",
+            ),
+            (
+                "search/params",
+                json!({}),
+                ErrorCode::Validation,
+                "algorithm: required",
+            ),
+            (
+                "search/messages",
+                Value::Null,
+                ErrorCode::Validation,
+                "query: required",
+            ),
+            (
+                "search/messages",
+                json!({"query": "a", "limit": "5"}),
+                ErrorCode::BadRequest,
+                "limit: must be a non-negative integer",
+            ),
+            (
+                "search/vector",
+                json!({"corpusVectors": []}),
+                ErrorCode::Validation,
+                "queryVector: required",
+            ),
+            (
+                "search/vector",
+                json!({"queryVector": [1.0], "corpusVectors": [[1.0], [true]]}),
+                ErrorCode::BadRequest,
+                "corpusVectors[1][0]: must be a number",
+            ),
+            (
+                "search/vector",
+                json!({"queryVector": [1.0], "corpusVectors": [], "normalize": 1}),
+                ErrorCode::BadRequest,
+                "normalize: must be a boolean",
+            ),
+            (
+                "search/index-add",
+                json!({"messages": [{"id": uid(1), "roomId": "r", "text": 5}]}),
+                ErrorCode::BadRequest,
+                "messages[0].text: must be a string",
+            ),
+            (
+                "search/index-remove",
+                json!({}),
+                ErrorCode::Validation,
+                "ids: required",
+            ),
+            (
+                "search/index-remove",
+                json!({"ids": ["a", 1]}),
+                ErrorCode::BadRequest,
+                "ids[1]: must be a string",
+            ),
+            (
+                "search/messages",
+                json!("hello"),
+                ErrorCode::BadRequest,
+                "params must be an object",
+            ),
+        ];
+        for (command, params, code, message) in cases {
+            let e = s
+                .handle(command, params.clone())
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (code, message),
+                "{command} {params}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -503,8 +591,8 @@ mod tests {
             )
             .await
             .expect_err("no room");
-        assert_eq!(e.code, ErrorCode::BadRequest);
-        assert!(e.message.contains("messages[0]"), "{}", e.message);
+        assert_eq!(e.code, ErrorCode::Validation);
+        assert_eq!(e.message, "messages[0].roomId: required");
         // Clearing (a truncated collection) drops every document, tombstones included.
         let r = s.handle("search/index-clear", json!({})).await.expect("ok");
         assert_eq!(r, json!({"removed": 1, "docs": 0}));

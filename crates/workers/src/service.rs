@@ -10,7 +10,7 @@ use std::future::Future;
 
 use daemonhost_protocol::{ErrorBody, ErrorCode};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// One command a service answers, as announced by `worker/hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,7 +61,10 @@ pub trait WorkerService: Send + Sync + 'static {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers for reading params with precise `bad_request` / `validation` messages.
+// Error answers that are not about reading params. Params are read with the protocol's one
+// reader (`daemonhost_protocol::params::Params`), whose `ParamError` converts into the
+// `ErrorBody` to answer, so `?` works in a handler and a worker answers exactly what an
+// in-host daemon answers.
 // ---------------------------------------------------------------------------------------------
 
 pub(crate) fn bad_request(message: impl Into<String>) -> ErrorBody {
@@ -77,79 +80,4 @@ pub(crate) fn unknown_command(kind: &str, command: &str) -> ErrorBody {
         ErrorCode::UnknownCommand,
         format!("the {kind} service does not serve '{command}'"),
     )
-}
-
-pub(crate) fn describe(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// `params` as an object (`null` counts as `{}`).
-pub(crate) fn object(params: &Value) -> Result<&Map<String, Value>, ErrorBody> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    match params {
-        Value::Object(m) => Ok(m),
-        Value::Null => Ok(EMPTY.get_or_init(Map::new)),
-        other => Err(bad_request(format!(
-            "params must be an object (found {})",
-            describe(other)
-        ))),
-    }
-}
-
-pub(crate) fn req_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a str, ErrorBody> {
-    match m.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(bad_request(format!("field '{key}' is required"))),
-        Some(other) => Err(bad_request(format!(
-            "field '{key}' must be a string (found {})",
-            describe(other)
-        ))),
-    }
-}
-
-pub(crate) fn opt_str<'a>(
-    m: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, ErrorBody> {
-    match m.get(key) {
-        Some(Value::String(s)) => Ok(Some(s)),
-        None | Some(Value::Null) => Ok(None),
-        Some(other) => Err(bad_request(format!(
-            "field '{key}' must be a string when present (found {})",
-            describe(other)
-        ))),
-    }
-}
-
-pub(crate) fn opt_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ErrorBody> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            bad_request(format!(
-                "field '{key}' must be a non-negative integer when present (found {})",
-                describe(v)
-            ))
-        }),
-    }
-}
-
-pub(crate) fn req_array<'a>(
-    m: &'a Map<String, Value>,
-    key: &str,
-) -> Result<&'a Vec<Value>, ErrorBody> {
-    match m.get(key) {
-        Some(Value::Array(a)) => Ok(a),
-        None | Some(Value::Null) => Err(bad_request(format!("field '{key}' is required"))),
-        Some(other) => Err(bad_request(format!(
-            "field '{key}' must be an array (found {})",
-            describe(other)
-        ))),
-    }
 }

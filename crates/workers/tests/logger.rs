@@ -73,7 +73,17 @@ async fn path_traversal_attempts_are_rejected() {
         .handle("log/write", json!({"category": "a", "level": "info"}))
         .await
         .expect_err("missing");
+    assert_eq!(e.code, ErrorCode::Validation);
+    assert_eq!(e.message, "component: required");
+    let e = svc
+        .handle(
+            "log/write",
+            json!({"category": "a", "level": "info", "component": "c", "message": 5}),
+        )
+        .await
+        .expect_err("wrong type");
     assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.message, "message: must be a string");
 }
 
 #[tokio::test]
@@ -331,8 +341,8 @@ async fn batch_level_fields_and_compact_entries() {
         )
         .await
         .expect_err("no category");
-    assert_eq!(e.code, ErrorCode::BadRequest);
-    assert!(e.message.starts_with("entries[0]"), "{}", e.message);
+    assert_eq!(e.code, ErrorCode::Validation);
+    assert_eq!(e.message, "entries[0].category: required");
     let e = svc
         .handle("log/write-batch", json!({"entries": [3]}))
         .await

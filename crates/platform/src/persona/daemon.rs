@@ -3,7 +3,9 @@
 use crate::persona::state::{
     Action, InboxItem, Offered, PersonaConfig, PersonaSnapshot, PersonaState, truncate_utf8,
 };
+use crate::util::params_of;
 use daemonhost_data_client::{Data, DataClient, DataClientError, Handle, ListParams};
+use daemonhost_protocol::time;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request, Semaphore,
 };
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Settings of the persona daemon.
@@ -112,11 +114,9 @@ impl std::fmt::Debug for Personas {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// [`time::now_ms`] as the unsigned milliseconds the persona state counts in.
+fn now_ms_u64() -> u64 {
+    u64::try_from(time::now_ms()).unwrap_or(0)
 }
 
 fn data_err(e: DataClientError) -> BoxError {
@@ -175,7 +175,7 @@ impl Personas {
                 return;
             }
         }
-        let now = now_ms();
+        let now = now_ms_u64();
         let state = match self.load_snapshot(id).await {
             Some(snap) => PersonaState::restore(snap, self.config.persona.clone()),
             None => PersonaState::new(id, self.config.persona.clone(), now),
@@ -217,7 +217,7 @@ impl Personas {
         let lower = text.to_lowercase();
         // Every persona gets a copy: cut it to the preview first, so each copy is small.
         truncate_utf8(&mut text, self.config.persona.max_text_bytes);
-        let now = now_ms();
+        let now = now_ms_u64();
         let mut offered = 0;
         let mut map = self.map.lock();
         for (pid, e) in map.iter_mut() {
@@ -297,11 +297,11 @@ impl Personas {
     }
 
     async fn reply(&self, ctx: &Context, persona: &str, name: &str, item: InboxItem) {
-        let started = now_ms();
+        let started = now_ms_u64();
         let result = self.generate_and_send(ctx, persona, name, &item).await;
-        let spent = now_ms().saturating_sub(started);
+        let spent = now_ms_u64().saturating_sub(started);
         if let Some(e) = self.map.lock().get_mut(persona) {
-            e.state.record_compute(now_ms(), spent);
+            e.state.record_compute(now_ms_u64(), spent);
             e.dirty = true;
         }
         if let Err(err) = result {
@@ -423,7 +423,7 @@ impl Personas {
 
     fn status(&self, id: Option<&str>) -> Value {
         let map = self.map.lock();
-        let now = now_ms();
+        let now = now_ms_u64();
         let one = |pid: &str, e: &Entry| {
             let s = &e.state;
             json!({
@@ -475,7 +475,7 @@ fn message_text(m: &Value) -> String {
 async fn schedule(ctx: Context, p: Arc<Personas>) {
     let mut inflight = ctx.task_set::<()>();
     loop {
-        let now = now_ms();
+        let now = now_ms_u64();
         let (replies, next) = p.tick_due(now);
         for (pid, name, item) in replies {
             // Bounded: at most `max_concurrent_replies` generations at once; the rest wait here,
@@ -493,7 +493,7 @@ async fn schedule(ctx: Context, p: Arc<Personas>) {
             note_reply(&p, done);
         }
         let wait = next
-            .map(|n| Duration::from_millis(n.saturating_sub(now_ms()).max(1)))
+            .map(|n| Duration::from_millis(n.saturating_sub(now_ms_u64()).max(1)))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             () = ctx.cancelled() => break,
@@ -606,11 +606,8 @@ impl Daemon for PersonaDaemon {
     ) -> Result<Value, DaemonError> {
         match req.command.as_str() {
             "persona/status" => {
-                let id = match req.params.get("id") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => Some(s.as_str()),
-                    Some(_) => return Err(DaemonError::bad_request("'id' must be a string")),
-                };
+                let params = params_of(req.params)?;
+                let id = params.opt_str("id")?;
                 let v = p.status(id);
                 if v.is_null() {
                     return Err(DaemonError::not_found(format!(

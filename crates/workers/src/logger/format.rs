@@ -1,7 +1,7 @@
-//! Category validation and line formatting (no dependencies: a civil-date conversion is ~15
-//! lines, and it keeps the per-line cost to a few dozen nanoseconds).
+//! Category validation and line formatting. Timestamps are the protocol's canonical time text
+//! (`daemonhost_protocol::time`), formatted once per write, not per line.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use daemonhost_protocol::time::{MAX_MS, MIN_MS, format_ms};
 
 /// Longest category accepted, in bytes.
 pub const MAX_CATEGORY_LEN: usize = 200;
@@ -89,52 +89,16 @@ impl Level {
     }
 }
 
-/// `(year, month, day)` of days since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// RFC 3339 UTC with milliseconds, `2026-11-27T21:12:58.123Z` (24 bytes), of `ms` since the epoch.
+/// RFC 3339 UTC with milliseconds, `2026-11-27T21:12:58.123Z` (24 bytes), of `ms` since the epoch:
+/// the protocol's canonical time text ([`format_ms`], the one formatter of the workspace) as the
+/// fixed-width bytes a line starts with. Instants outside years 0000–9999 are clamped to them.
 pub fn rfc3339_millis(ms: i64) -> [u8; 24] {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000) as u32;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400) as u32;
-    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    let y = y.clamp(0, 9999) as u32;
-    let mut out = *b"0000-00-00T00:00:00.000Z";
-    let put = |out: &mut [u8; 24], at: usize, v: u32, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(&mut out, 0, y, 4);
-    put(&mut out, 5, mo, 2);
-    put(&mut out, 8, d, 2);
-    put(&mut out, 11, h, 2);
-    put(&mut out, 14, mi, 2);
-    put(&mut out, 17, s, 2);
-    put(&mut out, 20, milli, 3);
+    let mut out = *b"0000-01-01T00:00:00.000Z";
+    let text = format_ms(ms.clamp(MIN_MS, MAX_MS));
+    if let Some(b) = text.as_bytes().get(..24) {
+        out.copy_from_slice(b);
+    }
     out
-}
-
-/// Milliseconds since the epoch now.
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Append `s` with `\n` and `\r` escaped, so one entry is always one line (no forged lines).
@@ -229,6 +193,8 @@ mod tests {
             b"2000-02-29T00:00:00.000Z"
         );
         assert_eq!(&rfc3339_millis(-1), b"1969-12-31T23:59:59.999Z");
+        assert_eq!(&rfc3339_millis(i64::MAX), b"9999-12-31T23:59:59.999Z");
+        assert_eq!(&rfc3339_millis(i64::MIN), b"0000-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use daemonhost_protocol::params::{ParamError, ParamType};
 use serde_json::{Map, Value, json};
 
 use super::tokenize::{MIN_TOKEN_LEN, for_each_token, lower};
@@ -113,40 +114,44 @@ impl Default for AlgorithmParams {
 }
 
 impl AlgorithmParams {
-    /// Apply `{name: value}` overrides valid for `algorithm`; an unknown name or a wrong type is
-    /// an error message.
+    /// Apply `{name: value}` overrides valid for `algorithm`. A name `algorithm` does not have is
+    /// [`ParamError::Invalid`] (`validation`), a value of the wrong type [`ParamError::WrongType`]
+    /// (`bad_request`); the caller names the object (`params.k1: must be a number`).
     pub fn apply(
         &mut self,
         algorithm: Algorithm,
         overrides: &Map<String, Value>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ParamError> {
         for (name, value) in overrides {
             if !algorithm.param_names().contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown parameter '{name}' for {} (known: {})",
-                    algorithm.name(),
-                    algorithm.param_names().join(", ")
+                return Err(ParamError::invalid(
+                    name.chars().take(64).collect::<String>(),
+                    format!(
+                        "unknown parameter for {} (known: {})",
+                        algorithm.name(),
+                        algorithm.param_names().join(", ")
+                    ),
                 ));
             }
+            let wrong = |ty| ParamError::wrong_type(name.as_str(), ty);
             match name.as_str() {
-                "k1" => self.k1 = value.as_f64().ok_or("k1 must be a number")?,
-                "b" => self.b = value.as_f64().ok_or("b must be a number")?,
+                "k1" => self.k1 = value.as_f64().ok_or_else(|| wrong(ParamType::Number))?,
+                "b" => self.b = value.as_f64().ok_or_else(|| wrong(ParamType::Number))?,
                 "case_insensitive" => {
-                    self.case_insensitive = value
-                        .as_bool()
-                        .ok_or("case_insensitive must be a boolean")?;
+                    self.case_insensitive =
+                        value.as_bool().ok_or_else(|| wrong(ParamType::Boolean))?;
                 }
                 "min_term_length" => {
                     let n = value
                         .as_u64()
-                        .ok_or("min_term_length must be a non-negative integer")?;
+                        .ok_or_else(|| wrong(ParamType::UnsignedInteger))?;
                     self.min_term_length = usize::try_from(n).unwrap_or(usize::MAX);
                 }
                 "normalize" => {
-                    self.normalize = value.as_bool().ok_or("normalize must be a boolean")?
+                    self.normalize = value.as_bool().ok_or_else(|| wrong(ParamType::Boolean))?
                 }
                 "threshold" => {
-                    self.threshold = value.as_f64().ok_or("threshold must be a number")?
+                    self.threshold = value.as_f64().ok_or_else(|| wrong(ParamType::Number))?
                 }
                 _ => {}
             }
