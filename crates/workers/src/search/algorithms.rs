@@ -498,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn params_apply_to_their_algorithm_and_refuse_another_ones() {
+    fn bm25_params_apply_and_a_param_of_another_algorithm_is_refused() {
         let mut p = AlgorithmParams::default();
         let o = json!({"k1": 2.0, "b": 0.5});
         p.apply(Algorithm::Bm25, o.as_object().expect("obj"))
