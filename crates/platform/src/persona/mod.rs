@@ -21,7 +21,12 @@
 //!   (`DIR/personas/<id>/state.sqlite`) on an interval and at stop, and are restored when the
 //!   persona is loaded.
 
+mod config;
 mod daemon;
+mod personas;
+mod scheduler;
 pub mod state;
 
-pub use daemon::{PersonaDaemon, Personas, PersonasConfig};
+pub use config::{AfterSnapshots, PersonasConfig};
+pub use daemon::PersonaDaemon;
+pub use personas::Personas;

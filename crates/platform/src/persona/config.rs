@@ -1,0 +1,39 @@
+//! The persona daemon's settings.
+
+use crate::persona::state::PersonaConfig;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Settings of the persona daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonasConfig {
+    /// Tunables of every persona's state.
+    pub persona: PersonaConfig,
+    /// Most personas hosted at once; more persona users are reported and not loaded.
+    pub max_personas: usize,
+    /// How often dirty states are snapshotted to their databases.
+    pub snapshot_interval_ms: u64,
+    /// Messages of context fetched (in one query) for each reply.
+    pub context_messages: usize,
+    /// Replies being generated at once, across all personas.
+    pub max_concurrent_replies: usize,
+    /// Deadline for one `ai/generate` call.
+    pub reply_timeout_ms: u64,
+}
+
+impl Default for PersonasConfig {
+    fn default() -> Self {
+        PersonasConfig {
+            persona: PersonaConfig::default(),
+            max_personas: 1000,
+            snapshot_interval_ms: 30_000,
+            context_messages: 10,
+            max_concurrent_replies: 4,
+            reply_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Called after each round of snapshots that wrote something.
+pub type AfterSnapshots = Arc<dyn Fn() + Send + Sync>;
