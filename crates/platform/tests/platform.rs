@@ -754,6 +754,13 @@ async fn platform_governance_finalizes_overdue_proposals_on_its_interval() {
         .await;
     assert_eq!(l["status"], "voting");
     assert!(review.try_recv().is_err(), "no review for a clear win");
+    // The counter moves after the finalizing write (whose event woke us), so wait for it.
+    h.until(
+        "system:daemon:*",
+        "governance counts the auto-finalized proposal",
+        async || h.details("governance")["autoFinalized"] == 1,
+    )
+    .await;
     assert_eq!(h.details("governance")["autoFinalized"], 1);
     h.rt.shutdown().await;
 }

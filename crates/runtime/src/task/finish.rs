@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 /// The host stopped before the daemon's dependencies were READY. Guarantees: `Stopped`, every
 /// queued request answered `shutting_down`, the daemon listed in the stop order.
 pub(super) fn stopped_before_start(t: &Task<'_>) {
+    t.rt().stop_order.lock().push(t.name().to_owned());
     let _ = t.l.lifecycle.transition(LifecycleState::Stopped, None);
     answer_all(
         t.slot.mailbox.close(DaemonError::shutting_down(format!(
@@ -21,7 +22,6 @@ pub(super) fn stopped_before_start(t: &Task<'_>) {
         ))),
         None,
     );
-    t.rt().stop_order.lock().push(t.name().to_owned());
 }
 
 /// The daemon failed before READY (a dependency, its start, a background panic during start).
@@ -65,8 +65,10 @@ pub(super) async fn finish<D: Daemon>(daemon: &D, t: &Task<'_>, state: D::State,
     }
     match ended {
         Ended::Drained => {
-            t.enter(LifecycleState::Stopped);
+            // Listed before the transition: a dependency's stop gate wakes on `Stopped`, and its
+            // own entry must come after this one.
             t.rt().stop_order.lock().push(name.to_owned());
+            t.enter(LifecycleState::Stopped);
         }
         Ended::Failed => {}
     }
