@@ -18,7 +18,10 @@
 //! - **Dedup**: with a `clientMessageId`, the key `(sender, clientMessageId)` goes into the
 //!   bounded `message-dedup` LRU holding a once-cell per key: concurrent resends wait for the
 //!   first store and all get the same record with `deduplicated: true`. A failed store leaves the
-//!   cell empty, so a retry stores again. The window is the LRU's capacity (most recent ids).
+//!   cell empty, so a retry stores again. The record's id is derived from the key (a name-based
+//!   UUID), so beyond the cache's window and across restarts the database itself refuses a
+//!   second record for it, and the resend gets the first one back: a client retrying a send
+//!   whose answer was lost (the host killed mid-request) never makes two messages.
 //!   The cell keeps the stored record's **id only** (≈ 100 bytes per entry, not the whole
 //!   record): a resend is rare and reads the record back; one deleted since answers
 //!   `{id, deduplicated: true, deleted: true}`. Holding whole records made the cache grow by
@@ -187,16 +190,33 @@ async fn send(
         if let Some(r) = &reply_to {
             data.insert("replyToId".into(), json!(r));
         }
-        let msg = state
+        // With a clientMessageId the record's id is derived from (sender, clientMessageId), so
+        // the database itself refuses a second message for the key, across restarts and beyond
+        // the dedup cache's window: a resend whose first answer was lost finds the first record.
+        let id = client_id.as_deref().map(|c| dedup_id(&sender, c));
+        let msg = match state
             .store
-            .create(&Handle::Primary, "chat_messages", None, data)
-            .await?;
+            .create(&Handle::Primary, "chat_messages", id.clone(), data)
+            .await
+        {
+            Ok(msg) => msg,
+            Err(DataClientError::Validation { field: Some(f), .. })
+                if f == "id" && id.is_some() =>
+            {
+                let id = id.unwrap_or_default();
+                return Ok(StoreOutcome::Existing(id));
+            }
+            Err(e) => return Err(e.into()),
+        };
         state.sent.fetch_add(1, Ordering::Relaxed);
-        Ok::<Value, DaemonError>(msg)
+        Ok::<StoreOutcome, DaemonError>(StoreOutcome::Stored(msg))
     };
 
     let (mut msg, dedup) = match client_id.as_deref() {
-        None => (store_it().await?, false),
+        None => match store_it().await? {
+            StoreOutcome::Stored(msg) => (msg, false),
+            StoreOutcome::Existing(id) => (read_existing(state, &id).await?, true),
+        },
         Some(cid) => {
             let key = format!("{sender}\u{1f}{cid}");
             let slot: Slot = state
@@ -206,29 +226,24 @@ async fn send(
             let mut first: Option<Value> = None;
             let id = slot
                 .get_or_try_init(|| async {
-                    let msg = store_it().await?;
-                    let id = msg["id"]
-                        .as_str()
-                        .ok_or_else(|| DaemonError::internal("stored message has no id"))?
-                        .to_owned();
-                    first = Some(msg);
-                    Ok::<String, DaemonError>(id)
+                    match store_it().await? {
+                        StoreOutcome::Stored(msg) => {
+                            let id = msg["id"]
+                                .as_str()
+                                .ok_or_else(|| DaemonError::internal("stored message has no id"))?
+                                .to_owned();
+                            first = Some(msg);
+                            Ok::<String, DaemonError>(id)
+                        }
+                        // Stored before this host's cache knew it (an earlier run of the host).
+                        StoreOutcome::Existing(id) => Ok(id),
+                    }
                 })
                 .await?
                 .clone();
             match first {
                 Some(msg) => (msg, false),
-                None => match state
-                    .store
-                    .read(&Handle::Primary, "chat_messages", &id)
-                    .await
-                {
-                    Ok(msg) => (msg, true),
-                    Err(DataClientError::NotFound { .. }) => {
-                        (json!({ "id": id, "deleted": true }), true)
-                    }
-                    Err(e) => return Err(e.into()),
-                },
+                None => (read_existing(state, &id).await?, true),
             }
         }
     };
@@ -239,6 +254,37 @@ async fn send(
         o.insert("deduplicated".into(), json!(dedup));
     }
     Ok(msg)
+}
+
+/// What storing a message did: stored it, or found the one its dedup key already names.
+enum StoreOutcome {
+    Stored(Value),
+    Existing(String),
+}
+
+/// The record of an earlier send with the same dedup key (or a stub if it was deleted since).
+async fn read_existing(state: &ChatState, id: &str) -> Result<Value, DaemonError> {
+    match state
+        .store
+        .read(&Handle::Primary, "chat_messages", id)
+        .await
+    {
+        Ok(msg) => Ok(msg),
+        Err(DataClientError::NotFound { .. }) => Ok(json!({ "id": id, "deleted": true })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The record id of the message `sender` sent with `client_id`: a name-based UUID (v5) of the
+/// pair, so the same key always names the same record.
+fn dedup_id(sender: &str, client_id: &str) -> String {
+    /// The namespace of chat dedup ids (a fixed random UUID).
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d1c_7a0e_3f4b_4c2a_9e8d_61b0_2f7c_a913);
+    let mut name = Vec::with_capacity(sender.len() + 1 + client_id.len());
+    name.extend_from_slice(sender.as_bytes());
+    name.push(0x1f);
+    name.extend_from_slice(client_id.as_bytes());
+    uuid::Uuid::new_v5(&NAMESPACE, &name).to_string()
 }
 
 async fn history(ctx: &Context, state: &ChatState, p: &Params) -> Result<Value, DaemonError> {

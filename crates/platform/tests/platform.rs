@@ -508,6 +508,50 @@ async fn platform_chat_resend_returns_the_original_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_chat_resend_after_a_restart_returns_the_original_message_not_a_second_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = json!({ "room": "general", "message": "once", "clientMessageId": "k-1" });
+    let first = {
+        let h = boot(dir.path()).await;
+        let first = h.ok("chat/send", p.clone()).await;
+        assert_eq!(first["deduplicated"], false);
+        h.rt.shutdown().await;
+        first
+    };
+    // A new host: its dedup cache is empty, the database still knows the key.
+    let h = boot(dir.path()).await;
+    let again = h.ok("chat/send", p.clone()).await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(again["content"], first["content"]);
+    let n = h
+        .ok("data/count", json!({"collection": "chat_messages"}))
+        .await;
+    assert_eq!(n["count"], 1);
+    // The same key from another sender is another message.
+    let other_user = h
+        .ok(
+            "user/create",
+            json!({ "displayName": "Ada", "type": "human" }),
+        )
+        .await;
+    h.ok(
+        "room/join",
+        json!({ "room": "general", "userId": other_user["id"] }),
+    )
+    .await;
+    let theirs = h
+        .ok(
+            "chat/send",
+            json!({ "room": "general", "message": "once", "clientMessageId": "k-1", "sender": other_user["id"] }),
+        )
+        .await;
+    assert_ne!(theirs["id"], first["id"]);
+    assert_eq!(theirs["deduplicated"], false);
+    h.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_training_example_holds_the_last_n_messages_from_one_query() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut cfg = PlatformConfig::default();
