@@ -4,6 +4,7 @@
 mod commands;
 mod data;
 mod harness;
+mod killloop;
 mod platform;
 mod workers;
 
