@@ -7,12 +7,15 @@ RSS every SAMPLE seconds, then idles for IDLE seconds (idle RSS must stay flat),
 personas and checks that none of them is left hosted and that the bus holds no more subscriptions
 than before they existed. Prints a table and a verdict against the targets:
 
-  RSS <= 64 MB, growth < 1 MB over the last 5 minutes of load, idle growth < 1 MB.
+  RSS <= 64 MB, growth < 1 MB over the last WINDOW of load (default: the last half of the run,
+  at most 30 minutes), idle growth < 1 MB, every request answered and none failed, personas
+  replying, no persona or subscription left after the personas are deleted.
 
 Only the Python standard library is used. Traffic goes to the host's Unix socket only.
 
     python3 scripts/soak.py --binary target/release/daemonhost            # 10 minutes
     python3 scripts/soak.py --binary ... --duration 60 --sample 5          # a quick look
+    python3 scripts/soak.py --binary ... --duration 1h                     # the long soak
 """
 
 import argparse
@@ -134,10 +137,22 @@ def smaps_summary(pid):
     return out
 
 
+def duration(text):
+    """Seconds from `600`, `90s`, `10m` or `1h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", required=True)
-    ap.add_argument("--duration", type=int, default=600, help="seconds of load (default 600)")
+    ap.add_argument("--duration", type=duration, default=600,
+                    help="load time: seconds, or with a unit (90s, 10m, 1h); default 600")
+    ap.add_argument("--window", type=duration, default=None,
+                    help="the growth window at the end of the load (default: half the load, at most 30m)")
     ap.add_argument("--idle", type=int, default=60, help="seconds of idle sampling after the load")
     ap.add_argument("--rate", type=float, default=50.0, help="messages per second (default 50)")
     ap.add_argument("--config", help="a TOML config file for the host (default: embedded defaults)")
@@ -181,6 +196,7 @@ def main():
     bus_before = conn.call("health/metrics").get("bus", {}).get("subscriptions")
 
     samples = []
+    samples_replies = []
     sent = 0
     start = time.time()
     next_sample = start
@@ -196,6 +212,7 @@ def main():
         ps = conn.call("persona/status")
         replies = sum(p["counters"]["replies"] for p in ps["personas"])
         samples.append((t, phase, rss))
+        samples_replies.append(replies)
         print(f"{t:6.0f} {phase:>6} {rss:8.2f} {sent:8d} {conn.answered:9d} {conn.failed:7d} {replies:8d}", flush=True)
 
     while time.time() - start < args.duration:
@@ -240,14 +257,15 @@ def main():
     load = [s for s in samples if s[1] == "load"]
     idle = [s for s in samples if s[1] == "idle"]
     warm = [s for s in load if s[0] >= 60] or load
-    last5 = [s for s in load if s[0] >= args.duration - 300] or load
+    window = args.window if args.window is not None else min(args.duration // 2, 1800)
+    last5 = [s for s in load if s[0] >= args.duration - window] or load
     peak = max(s[2] for s in samples)
     growth = max(s[2] for s in last5) - min(s[2] for s in last5)
     idle_growth = (max(s[2] for s in idle) - min(s[2] for s in idle)) if idle else 0.0
     print()
     print(f"messages sent {sent}, answered {conn.answered}, errors {conn.failed} {conn.errors}")
     print(f"peak RSS {peak:.2f} MB (limit {args.rss_limit_mb}), after warm-up max {max(s[2] for s in warm):.2f} MB")
-    print(f"growth over the last 5 min of load {growth:.2f} MB (limit {args.growth_limit_mb})")
+    print(f"growth over the last {window} s of load {growth:.2f} MB (limit {args.growth_limit_mb})")
     # Also the trend: a least-squares line through those samples, times their span. The range
     # above counts a transient (memory taken and given back between two samples) as growth;
     # the trend does not. The verdict uses the range.
@@ -261,8 +279,19 @@ def main():
         print(f"  trend over the same samples {slope * span:+.2f} MB ({slope * 60:+.3f} MB/min)")
     print(f"idle growth {idle_growth:.2f} MB (limit {args.growth_limit_mb})")
     print(f"bus subscriptions before personas {bus_before}, after deleting them {bus_after}")
-    ok = (peak <= args.rss_limit_mb and growth < args.growth_limit_mb
-          and idle_growth < args.growth_limit_mb and bus_after == bus_before)
+    replies = samples_replies[-1] if samples_replies else 0
+    checks = [
+        (f"peak RSS {peak:.2f} MB <= {args.rss_limit_mb} MB", peak <= args.rss_limit_mb),
+        (f"growth {growth:.2f} MB < {args.growth_limit_mb} MB", growth < args.growth_limit_mb),
+        (f"idle growth {idle_growth:.2f} MB < {args.growth_limit_mb} MB", idle_growth < args.growth_limit_mb),
+        (f"every send answered ({conn.answered} of {sent} answered)", conn.answered + conn.failed >= sent),
+        (f"no send failed ({conn.failed} failed)", conn.failed == 0),
+        (f"personas replied ({replies} replies)", replies > 0),
+        (f"no subscription left ({bus_before} before, {bus_after} after)", bus_after == bus_before),
+    ]
+    for what, good in checks:
+        print(f"  {'ok  ' if good else 'FAIL'} {what}")
+    ok = all(good for _, good in checks)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
