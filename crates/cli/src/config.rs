@@ -18,9 +18,11 @@
 //! default_timeout_ms = 10000
 //! max_timeout_ms = 600000
 //!
-//! [sessions]
+//! [sessions]                # stored in the `sessions` collection
 //! max_sessions = 10000
 //! ttl_secs = 3600
+//! sweep_interval_ms = 60000 # period of the sweep deleting expired sessions
+//! cache_capacity = 4096     # sessions kept in memory for session/get
 //!
 //! [workers]
 //! logger = "process"        # or "in_process"
@@ -309,10 +311,14 @@ impl Default for RuntimeSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsSection {
-    /// Live sessions at most.
+    /// Sessions at most (live, or expired and not yet swept).
     pub max_sessions: usize,
     /// Default session lifetime.
     pub ttl_secs: u64,
+    /// Period of the sweep that deletes expired sessions from the store.
+    pub sweep_interval_ms: u64,
+    /// Sessions kept in memory for `session/get`.
+    pub cache_capacity: usize,
 }
 
 impl Default for SessionsSection {
@@ -321,6 +327,8 @@ impl Default for SessionsSection {
         SessionsSection {
             max_sessions: d.max_sessions,
             ttl_secs: d.ttl.as_secs(),
+            sweep_interval_ms: ms_of(d.sweep_interval),
+            cache_capacity: d.cache_capacity,
         }
     }
 }
@@ -372,6 +380,14 @@ impl Config {
             ("runtime.max_timeout_ms", self.runtime.max_timeout_ms),
             ("sessions.max_sessions", self.sessions.max_sessions as u64),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
+            (
+                "sessions.sweep_interval_ms",
+                self.sessions.sweep_interval_ms,
+            ),
+            (
+                "sessions.cache_capacity",
+                self.sessions.cache_capacity as u64,
+            ),
             ("workers.ping_interval_ms", self.workers.ping_interval_ms),
             ("workers.ping_timeout_ms", self.workers.ping_timeout_ms),
             (
@@ -521,6 +537,8 @@ impl Config {
             max_sessions: self.sessions.max_sessions,
             ttl,
             max_ttl: d.max_ttl.max(ttl),
+            sweep_interval: Duration::from_millis(self.sessions.sweep_interval_ms),
+            cache_capacity: self.sessions.cache_capacity,
             ..d
         }
     }
@@ -544,11 +562,18 @@ mod tests {
 
     #[test]
     fn config_overrides_only_what_it_names() {
-        let c = Config::parse("[host]\nmax_frame_bytes = 1024\n[sessions]\nttl_secs = 60\n")
-            .expect("parse");
+        let c = Config::parse(
+            "[host]\nmax_frame_bytes = 1024\n[sessions]\nttl_secs = 60\nsweep_interval_ms = 500\n",
+        )
+        .expect("parse");
         assert_eq!(c.host.max_frame_bytes, 1024);
         assert_eq!(c.host.max_in_flight_per_connection, 1024);
         assert_eq!(c.session_config().ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.session_config().sweep_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(c.session_config().cache_capacity, 4096);
         assert_eq!(c.runtime, RuntimeSection::default());
         let c = Config::parse("[platform]\ntraining_rooms = [\"general\"]\ntraining_context = 5\n")
             .expect("parse");
@@ -593,6 +618,8 @@ mod tests {
             "cache_kib = 4096",
             "[archive]",
             "[ai]",
+            "sweep_interval_ms = 60000",
+            "cache_capacity = 4096",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

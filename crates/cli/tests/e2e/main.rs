@@ -5,6 +5,7 @@ mod commands;
 mod data;
 mod harness;
 mod platform;
+mod sessions;
 mod workers;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
