@@ -11,16 +11,23 @@
 //! max_subscriptions_per_connection = 64
 //! event_buffer = 1024
 //! shutdown_grace_ms = 5000
-//! max_connections = 4096
 //! worker_threads = 0        # 0 = auto: half the cores, at least 1
+//! trim_interval_ms = 10000  # malloc_trim period; 0 = never
+//! # max_connections: deprecated alias of [server] max_connections (still read, warned about)
+//!
+//! [server]                  # the socket server's guards against floods and stalled clients
+//! max_connections = 4096    # open at once; one more gets `overloaded` naming this, and is closed
+//! frame_timeout_ms = 10000  # a frame begun must be complete within this, else `timeout` + close
 //!
 //! [runtime]
 //! default_timeout_ms = 10000
 //! max_timeout_ms = 600000
 //!
-//! [sessions]
+//! [sessions]                # stored in the `sessions` collection
 //! max_sessions = 10000
 //! ttl_secs = 3600
+//! sweep_interval_ms = 60000 # period of the sweep deleting expired sessions
+//! cache_capacity = 4096     # sessions kept in memory for session/get
 //!
 //! [workers]
 //! logger = "process"        # or "in_process"
@@ -74,8 +81,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The socket server.
+    /// The host process and the socket server's per-connection bounds.
     pub host: HostSection,
+    /// The socket server's guards: connections at once, time to complete a frame.
+    pub server: ServerSection,
     /// The daemon runtime.
     pub runtime: RuntimeSection,
     /// The session daemon.
@@ -262,8 +271,10 @@ pub struct HostSection {
     pub event_buffer: usize,
     /// On shutdown, how long requests already in flight may take to finish.
     pub shutdown_grace_ms: u64,
-    /// Connections open at once; one more is answered `overloaded` and closed.
-    pub max_connections: usize,
+    /// Deprecated alias of `[server] max_connections`: read (with a warning) and moved there by
+    /// [`Config::parse`], never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
     /// Async worker threads; 0 = auto, half the cores (at least 1). See [`Config::worker_threads`].
     pub worker_threads: usize,
     /// How often freed allocator memory is handed back to the OS (`malloc_trim`, glibc), in
@@ -279,9 +290,31 @@ impl Default for HostSection {
             max_subscriptions_per_connection: 64,
             event_buffer: 1024,
             shutdown_grace_ms: 5000,
-            max_connections: 4096,
+            max_connections: None,
             worker_threads: 0,
             trim_interval_ms: 10_000,
+        }
+    }
+}
+
+/// `[server]`: what the socket server does against connection floods and stalled clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Connections open at once; one more receives an `overloaded` error frame naming this
+    /// limit and is closed. The connections already open are not affected.
+    pub max_connections: usize,
+    /// A frame whose first byte has arrived must be complete within this many ms, or the
+    /// connection receives a `timeout` error frame (id null) and is closed. Time between
+    /// frames is not limited.
+    pub frame_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            max_connections: 4096,
+            frame_timeout_ms: 10_000,
         }
     }
 }
@@ -309,10 +342,14 @@ impl Default for RuntimeSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsSection {
-    /// Live sessions at most.
+    /// Sessions at most (live, or expired and not yet swept).
     pub max_sessions: usize,
     /// Default session lifetime.
     pub ttl_secs: u64,
+    /// Period of the sweep that deletes expired sessions from the store.
+    pub sweep_interval_ms: u64,
+    /// Sessions kept in memory for `session/get`.
+    pub cache_capacity: usize,
 }
 
 impl Default for SessionsSection {
@@ -321,6 +358,8 @@ impl Default for SessionsSection {
         SessionsSection {
             max_sessions: d.max_sessions,
             ttl_secs: d.ttl.as_secs(),
+            sweep_interval_ms: ms_of(d.sweep_interval),
+            cache_capacity: d.cache_capacity,
         }
     }
 }
@@ -328,7 +367,25 @@ impl Default for SessionsSection {
 impl Config {
     /// Parse and check a config text.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text)?;
+        let mut cfg: Config = toml::from_str(text)?;
+        if let Some(n) = cfg.host.max_connections.take() {
+            // The key moved to [server]; the old one still works, once.
+            let raw: toml::Table = toml::from_str(text)?;
+            let both = raw
+                .get("server")
+                .and_then(|s| s.get("max_connections"))
+                .is_some();
+            if both {
+                bail!(
+                    "host.max_connections is a deprecated alias of server.max_connections; set only server.max_connections"
+                );
+            }
+            tracing::warn!(
+                max_connections = n,
+                "[host] max_connections is deprecated: write it as [server] max_connections"
+            );
+            cfg.server.max_connections = n;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -364,7 +421,8 @@ impl Config {
                 h.max_subscriptions_per_connection as u64,
             ),
             ("host.event_buffer", h.event_buffer as u64),
-            ("host.max_connections", h.max_connections as u64),
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.frame_timeout_ms", self.server.frame_timeout_ms),
             (
                 "runtime.default_timeout_ms",
                 self.runtime.default_timeout_ms,
@@ -372,6 +430,14 @@ impl Config {
             ("runtime.max_timeout_ms", self.runtime.max_timeout_ms),
             ("sessions.max_sessions", self.sessions.max_sessions as u64),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
+            (
+                "sessions.sweep_interval_ms",
+                self.sessions.sweep_interval_ms,
+            ),
+            (
+                "sessions.cache_capacity",
+                self.sessions.cache_capacity as u64,
+            ),
             ("workers.ping_interval_ms", self.workers.ping_interval_ms),
             ("workers.ping_timeout_ms", self.workers.ping_timeout_ms),
             (
@@ -521,6 +587,8 @@ impl Config {
             max_sessions: self.sessions.max_sessions,
             ttl,
             max_ttl: d.max_ttl.max(ttl),
+            sweep_interval: Duration::from_millis(self.sessions.sweep_interval_ms),
+            cache_capacity: self.sessions.cache_capacity,
             ..d
         }
     }
@@ -544,11 +612,19 @@ mod tests {
 
     #[test]
     fn config_overrides_only_what_it_names() {
-        let c = Config::parse("[host]\nmax_frame_bytes = 1024\n[sessions]\nttl_secs = 60\n")
-            .expect("parse");
+        let c = Config::parse(
+            "[host]\nmax_frame_bytes = 1024\n[sessions]\nttl_secs = 60\nsweep_interval_ms = 500\n",
+        )
+        .expect("parse");
         assert_eq!(c.host.max_frame_bytes, 1024);
         assert_eq!(c.host.max_in_flight_per_connection, 1024);
         assert_eq!(c.session_config().ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.session_config().sweep_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(c.session_config().cache_capacity, 4096);
+        assert_eq!(c.server, ServerSection::default());
         assert_eq!(c.runtime, RuntimeSection::default());
         let c = Config::parse("[platform]\ntraining_rooms = [\"general\"]\ntraining_context = 5\n")
             .expect("parse");
@@ -593,6 +669,10 @@ mod tests {
             "cache_kib = 4096",
             "[archive]",
             "[ai]",
+            // The socket server's guards (docs/PROTOCOL.md), not the deprecated alias.
+            "[server]\nmax_connections = 4096\nframe_timeout_ms = 10000\n",
+            "sweep_interval_ms = 60000",
+            "cache_capacity = 4096",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
@@ -608,6 +688,34 @@ mod tests {
             Config::parse(&c.to_toml().expect("render")).expect("back"),
             c
         );
+    }
+
+    #[test]
+    fn host_max_connections_still_works_as_a_deprecated_alias_of_server_max_connections() {
+        let c = Config::parse("[host]\nmax_connections = 7\n").expect("the old key");
+        assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.host.max_connections, None, "moved, so it is printed once");
+        let text = c.to_toml().expect("render");
+        assert!(text.contains("[server]\nmax_connections = 7\n"), "{text}");
+        assert_eq!(text.matches("max_connections").count(), 1, "{text}");
+        assert_eq!(Config::parse(&text).expect("parse back"), c);
+        let c = Config::parse("[server]\nmax_connections = 9\nframe_timeout_ms = 250\n")
+            .expect("the new keys");
+        assert_eq!(
+            (c.server.max_connections, c.server.frame_timeout_ms),
+            (9, 250)
+        );
+        let e = Config::parse("[host]\nmax_connections = 7\n[server]\nmax_connections = 9\n")
+            .expect_err("both");
+        assert!(e.to_string().contains("deprecated alias"), "{e}");
+        for zero in [
+            "[server]\nmax_connections = 0\n",
+            "[server]\nframe_timeout_ms = 0\n",
+            "[host]\nmax_connections = 0\n",
+        ] {
+            let e = Config::parse(zero).expect_err("zero");
+            assert!(e.to_string().contains("must be at least 1"), "{zero}: {e}");
+        }
     }
 
     #[test]

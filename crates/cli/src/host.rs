@@ -222,7 +222,8 @@ async fn run_async(
             max_in_flight: cfg.host.max_in_flight_per_connection,
             max_subscriptions: cfg.host.max_subscriptions_per_connection,
             event_buffer: cfg.host.event_buffer,
-            max_connections: cfg.host.max_connections,
+            max_connections: cfg.server.max_connections,
+            frame_timeout: Duration::from_millis(cfg.server.frame_timeout_ms),
         },
         Arc::clone(&counters),
     );

@@ -5,9 +5,10 @@
 //! host, or reading the graph starts here.
 //!
 //! ```text
-//! system  health  events  session           (no dependencies: READY in microseconds)
+//! system  health  events                    (no dependencies: READY in microseconds)
 //! logger ── console
 //! data ─┬─ archive
+//!       ├─ session (sessions stored in `sessions`; users read from `users`, not `user/get`)
 //!       ├─ search (placed: worker process + in-process fallback)
 //!       ├─ user ─┬─ room ─┬─ room-membership
 //!       │        │        └─ chat
@@ -70,13 +71,13 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
             host: Arc::clone(&counters),
         })
         .register(HealthDaemon { host: counters })
-        .register(EventsDaemon)
-        .register(SessionDaemon::new(cfg.session_config()));
+        .register(EventsDaemon);
 
     // Data and what stores through it.
     let data = DataDaemon::new(cfg.data_config(data_dir));
     // The data client of every daemon that stores: in-process while `data` runs here.
     let store = DataClient::new(data.local_slot());
+    builder.register(SessionDaemon::new(store.clone(), cfg.session_config()));
     builder.register(ArchiveDaemon::new(cfg.archive_config(data.store_slot())));
     builder.register(data);
 

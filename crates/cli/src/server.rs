@@ -21,6 +21,16 @@
 //! writer task) cost one extra task wake-up per batch: 4.3 µs of host CPU per pipelined `ping`
 //! against 3.25 µs now.
 //!
+//! **Floods and stalls** (`[server]` of the config). At `max_connections` open connections, one
+//! more is answered at once from the accept loop (one non-blocking write of an `overloaded`
+//! frame naming the limit into the new socket's empty buffer, then close): no task, no buffer and
+//! no permit for it, so a flood of refused connections costs the open ones nothing. A frame
+//! whose first byte has arrived must be complete within `frame_timeout` (counted while the
+//! reader is reading; a reader paused by backpressure restarts the count when it reads again);
+//! otherwise the connection gets a `timeout` frame with id null and is closed, like a
+//! `frame_too_large` one. A connection idle *between* frames is never timed out: it costs one
+//! parked task and its fd, and is bounded by `max_connections`.
+//!
 //! Malformed input follows `docs/PROTOCOL.md`: an undecodable body is answered `bad_request`
 //! (with the id it could recover) and the connection goes on; a declared length above the
 //! maximum is answered `frame_too_large` with id null and the connection is closed (answers
@@ -41,8 +51,8 @@
 use bytes::{Buf, BytesMut};
 use daemonhost_protocol::params::Params;
 use daemonhost_protocol::{
-    CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, RawFrameCodec, Response,
-    write_frame,
+    CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, HEADER_LEN, RawFrameCodec,
+    Response, write_frame,
 };
 use daemonhost_runtime::{BusError, DaemonError, Delivery, EventBus, Router, Subscription};
 use daemonhost_system::HostCounters;
@@ -54,7 +64,6 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -71,7 +80,7 @@ const EVENT_BATCH: usize = 64;
 /// How long a writer may still flush after the server is told to close.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_millis(200);
 
-/// The socket server's bounds (from `[host]` of the config).
+/// The socket server's bounds (from `[host]` and `[server]` of the config).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Largest frame body accepted or sent.
@@ -84,6 +93,9 @@ pub struct ServerConfig {
     pub event_buffer: usize,
     /// Connections open at once; one more is answered `overloaded` and closed.
     pub max_connections: usize,
+    /// Time from a frame's first byte to its last; a connection that takes longer is answered
+    /// `timeout` (id null) and closed.
+    pub frame_timeout: Duration,
 }
 
 struct Shared {
@@ -185,10 +197,7 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, drain: mpsc::S
                             .tracker
                             .spawn(connection(stream, s, drain.clone(), permit));
                     }
-                    Err(_) => {
-                        let s = Arc::clone(&shared);
-                        shared.tracker.spawn(refuse(stream, s));
-                    }
+                    Err(_) => refuse(stream, &shared),
                 }
             }
             Err(e) => {
@@ -201,21 +210,48 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, drain: mpsc::S
     tracing::debug!("Stopped accepting connections");
 }
 
-/// Past `max_connections`: say why, then close.
-async fn refuse(mut stream: UnixStream, shared: Arc<Shared>) {
+/// Past `max_connections`: say why, then close. Inline in the accept loop: one non-blocking
+/// write into the new socket's empty send buffer (a frame of ~150 bytes always fits), then the
+/// socket is dropped. A peer that already sent a request still reads this frame first (then the
+/// close, which the kernel reports as a reset because its request was never read).
+fn refuse(stream: UnixStream, shared: &Shared) {
+    HostCounters::incr(&shared.counters.connections_refused);
+    let max = shared.cfg.max_connections;
     let mut out = BytesMut::new();
     let frame = Frame::Response(Response::err(
         None,
         ErrorCode::Overloaded,
         format!(
-            "the host already serves {} connections; retry later",
-            shared.cfg.max_connections
+            "the host serves at most {max} connections at once ([server] max_connections = {max}) and all are in use; closing this one, retry later"
         ),
     ));
-    if write_frame(&mut out, &frame, shared.cfg.max_frame_len).is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    if write_frame(&mut out, &frame, shared.cfg.max_frame_len).is_ok()
+        && let Err(e) = stream.try_write(&out)
+    {
+        tracing::debug!(error = %e, "Could not tell a refused connection why");
     }
-    let _ = stream.shutdown().await;
+    tracing::debug!(max, "Refused a connection over max_connections");
+}
+
+/// Whether `buf`, what the reader holds of the stream, begins with an incomplete frame (part of
+/// a header, or a header and part of its body). The codec keeps the header in the buffer until
+/// the whole frame is there.
+fn incomplete_frame(buf: &[u8]) -> bool {
+    match buf.get(..HEADER_LEN) {
+        None => !buf.is_empty(),
+        Some(h) => {
+            let declared = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            buf.len() < HEADER_LEN.saturating_add(declared)
+        }
+    }
+}
+
+/// What polling the frame stream gave.
+enum Read {
+    /// A frame, a framing error or the end of the stream.
+    Item(Option<Result<bytes::Bytes, CodecError>>),
+    /// Nothing yet, but a frame has begun: its time starts now.
+    Begun,
 }
 
 /// The outcome of one routed request.
@@ -260,7 +296,10 @@ async fn connection(
     let mut drain = Some(drain);
     let close = shared.close.cancelled();
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(close, shutdown);
+    // Armed (reset to `frame_timeout` from now) when a frame begins; see `Read::Begun`.
+    let stall = tokio::time::sleep(cfg.frame_timeout);
+    let mut frame_begun = false;
+    tokio::pin!(close, shutdown, stall);
 
     loop {
         if conn.draining && inflight.is_empty() {
@@ -271,6 +310,11 @@ async fn connection(
         }
         let mut close_after_flush = false;
         let backlogged = outbox.backlog() > OUTBOX_HIGH;
+        let read_now = !backlogged && reading && inflight.len() < cfg.max_in_flight;
+        if !read_now {
+            // Not reading: the rest of the frame may wait in the kernel; not the peer's stall.
+            frame_begun = false;
+        }
         tokio::select! {
             biased;
             () = &mut close => break,
@@ -292,9 +336,20 @@ async fn connection(
                     }
                 }
             }
-            item = frames.next(), if !backlogged && reading && inflight.len() < cfg.max_in_flight => match item {
-                None => reading = false,
-                Some(Ok(body)) => {
+            read = poll_fn(|cx| match frames.poll_next_unpin(cx) {
+                Poll::Ready(item) => Poll::Ready(Read::Item(item)),
+                Poll::Pending if !frame_begun && incomplete_frame(frames.read_buffer()) => {
+                    Poll::Ready(Read::Begun)
+                }
+                Poll::Pending => Poll::Pending,
+            }), if read_now => match read {
+                Read::Begun => {
+                    frame_begun = true;
+                    stall.as_mut().reset(tokio::time::Instant::now() + cfg.frame_timeout);
+                }
+                Read::Item(None) => reading = false,
+                Read::Item(Some(Ok(body))) => {
+                    frame_begun = false;
                     if let Some((id, command, params, timeout)) = conn.on_body(&body) {
                         inflight.push(async move {
                             let answer: Answer = (id, router.ask_owned(command, params, timeout).await);
@@ -302,7 +357,7 @@ async fn connection(
                         });
                     }
                 }
-                Some(Err(CodecError::FrameTooLarge { declared, max })) => {
+                Read::Item(Some(Err(CodecError::FrameTooLarge { declared, max }))) => {
                     HostCounters::incr(&counters.frames_too_large);
                     tracing::debug!(declared, max, "Closing a connection: frame too large");
                     conn.error(None, ErrorCode::FrameTooLarge, format!(
@@ -310,11 +365,21 @@ async fn connection(
                     ));
                     close_after_flush = true;
                 }
-                Some(Err(e)) => {
+                Read::Item(Some(Err(e))) => {
                     tracing::debug!(error = %e, "Connection read failed");
                     break;
                 }
             },
+            // After the read arm: bytes that completed the frame are decoded first.
+            () = &mut stall, if read_now && frame_begun => {
+                HostCounters::incr(&counters.frames_timed_out);
+                let ms = cfg.frame_timeout.as_millis();
+                tracing::debug!(timeout_ms = ms, "Closing a connection: frame not completed in time");
+                conn.error(None, ErrorCode::Timeout, format!(
+                    "a frame was begun and not completed within {ms} ms ([server] frame_timeout_ms = {ms}); closing the connection"
+                ));
+                close_after_flush = true;
+            }
         }
         if !conn.out.is_empty() && !outbox.send(&mut conn.out) {
             break; // the socket failed: the peer went away
@@ -653,5 +718,23 @@ async fn write_loop(outbox: Arc<Outbox>, close: CancellationToken) {
             close.cancelled().await;
             tokio::time::sleep(CLOSE_FLUSH_GRACE).await;
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_frame_is_part_of_a_header_or_a_header_and_part_of_its_body() {
+        let frame = [&5u32.to_be_bytes()[..], b"hello"].concat();
+        assert!(!incomplete_frame(&[]), "nothing begun between frames");
+        for cut in 1..frame.len() {
+            assert!(incomplete_frame(&frame[..cut]), "{cut} bytes");
+        }
+        assert!(!incomplete_frame(&frame));
+        // A complete frame first (then the start of the next) is no stall: it is decoded next.
+        assert!(!incomplete_frame(&[&frame[..], &frame[..2]].concat()));
+        assert!(!incomplete_frame(&0u32.to_be_bytes()), "an empty body");
     }
 }

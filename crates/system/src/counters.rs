@@ -19,6 +19,10 @@ pub struct HostCounters {
     pub bad_frames: AtomicU64,
     /// Connections closed for a `frame_too_large` header.
     pub frames_too_large: AtomicU64,
+    /// Connections refused at `max_connections` (answered `overloaded` and closed).
+    pub connections_refused: AtomicU64,
+    /// Connections closed because a frame was not completed within `frame_timeout_ms`.
+    pub frames_timed_out: AtomicU64,
     /// Event subscriptions held by connections now.
     pub subscriptions_open: AtomicU64,
     /// Events (and lag markers) written to connections.
@@ -52,6 +56,10 @@ pub struct HostCountersSnapshot {
     pub bad_frames: u64,
     /// Connections closed for an oversized frame.
     pub frames_too_large: u64,
+    /// Connections refused at `max_connections`.
+    pub connections_refused: u64,
+    /// Connections closed for a frame not completed in time.
+    pub frames_timed_out: u64,
     /// Event subscriptions held by connections now.
     pub subscriptions_open: u64,
     /// Events written to connections.
@@ -88,6 +96,8 @@ impl HostCounters {
             requests: g(&self.requests),
             bad_frames: g(&self.bad_frames),
             frames_too_large: g(&self.frames_too_large),
+            connections_refused: g(&self.connections_refused),
+            frames_timed_out: g(&self.frames_timed_out),
             subscriptions_open: g(&self.subscriptions_open),
             events_forwarded: g(&self.events_forwarded),
         }

@@ -7,9 +7,10 @@
 //! | `events`  | `events/subscribe`, `events/unsubscribe`   |
 //! | `session` | `session/create/get/list/destroy` (see [`crate::session`]) |
 //!
-//! None has a dependency and every `start` is trivial, so they are READY within microseconds of
-//! the runtime's start signal: a client that connects the instant the socket exists gets `ping`
-//! answered before heavier daemons finish their init. They only *read* the runtime (through
+//! `system`, `health` and `events` have no dependency and a trivial `start`, so they are READY
+//! within microseconds of the runtime's start signal: a client that connects the instant the
+//! socket exists gets `ping` answered before heavier daemons finish their init. `session`
+//! stores its sessions through the data client, so it requires `data` (see [`crate::session`]). They only *read* the runtime (through
 //! [`daemonhost_runtime::RuntimeHandle`]); nothing here can stall the coordinator.
 //!
 //! Why `events/*` is a daemon that refuses: subscriptions belong to a client connection (they
@@ -30,7 +31,7 @@ pub use counters::{HostCounters, HostCountersSnapshot, HostStartup};
 pub use logging::LoggerDaemon;
 pub use placed::{Placed, Placement, WorkerOptions, WorkersConfig};
 pub use search::SearchDaemon;
-pub use session::{SessionConfig, SessionDaemon};
+pub use session::{Clock, ManualClock, SessionConfig, SessionDaemon, SessionError};
 pub use system::{EventsDaemon, HealthDaemon, SystemDaemon};
 
 use daemonhost_protocol::params::Params;

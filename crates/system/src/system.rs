@@ -355,19 +355,25 @@ mod tests {
     use super::*;
     use daemonhost_runtime::{ErrorCode, RuntimeConfig};
 
-    async fn runtime() -> daemonhost_runtime::Runtime {
-        daemonhost_testkit::boot(RuntimeConfig::default(), |b| {
+    /// The host's own daemons, and `data`, which the session daemon stores through.
+    async fn runtime(dir: &std::path::Path) -> daemonhost_runtime::Runtime {
+        daemonhost_testkit::data::boot(dir, RuntimeConfig::default(), |b, slots| {
             b.register(SystemDaemon::default())
                 .register(HealthDaemon::default())
                 .register(EventsDaemon)
-                .register(crate::SessionDaemon::new(crate::SessionConfig::default()));
+                .register(crate::SessionDaemon::new(
+                    slots.client(),
+                    crate::SessionConfig::default(),
+                ));
         })
         .await
+        .0
     }
 
     #[tokio::test]
     async fn ping_list_help_health_and_startup_answer_and_subscribe_needs_a_connection() {
-        let rt = runtime().await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let rt = runtime(dir.path()).await;
         let r = rt.router();
         let pong = r.ask("ping", Value::Null).await.expect("ping");
         assert_eq!(pong["pong"], true);
@@ -416,8 +422,8 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
 
         let st = r.ask("health/status", json!({})).await.expect("status");
-        assert_eq!(st["count"], 4);
-        assert_eq!(st["ready"], 4);
+        assert_eq!(st["count"], 5);
+        assert_eq!(st["ready"], 5);
         assert_eq!(st["healthy"], true);
 
         let m = r.ask("health/metrics", json!({})).await.expect("metrics");
@@ -426,7 +432,7 @@ mod tests {
         assert_eq!(m["host"]["connections_open"], 0);
 
         let s = r.ask("system/startup", json!({})).await.expect("startup");
-        assert_eq!(s["count"], 4);
+        assert_eq!(s["count"], 5);
         assert!(s["daemons"][0]["core_init_ms"].is_number());
 
         let e = r

@@ -6,6 +6,8 @@ mod data;
 mod harness;
 mod killloop;
 mod platform;
+mod server;
+mod sessions;
 mod workers;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
@@ -389,6 +391,7 @@ async fn config_prints_every_setting_and_a_host_runs_on_what_it_printed() {
         "[personas.persona]",
         "pace_replies = true",
         "[workers]",
+        "[server]\nmax_connections = 4096\nframe_timeout_ms = 10000\n",
     ] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
@@ -849,12 +852,19 @@ async fn the_in_flight_bound_holds_by_not_reading_and_nothing_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_limit_are_refused_with_overloaded() {
+async fn the_deprecated_host_max_connections_key_still_limits_connections() {
+    // `[host] max_connections` is the old name of `[server] max_connections` (the guarantee
+    // itself is proved with the new key in `server.rs`); the host warns about it.
     let tmp = tempdir();
     let cfg = tmp.path().join("host.toml");
     std::fs::write(&cfg, "[host]\nmax_connections = 2\n").expect("write");
     let host = Host::start_with(BIN, &["--config", cfg.to_str().expect("utf8")], &[]);
     let a = host.client().await;
+    assert!(
+        host.log().contains("[host] max_connections is deprecated"),
+        "{}",
+        host.log()
+    );
     // The harness's readiness probe is a connection too: wait until only `a` is open.
     eventually("the probe connection to close", || async {
         a.call("health/metrics", Value::Null, Some(WAIT))
