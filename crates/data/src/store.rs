@@ -28,6 +28,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -474,26 +475,36 @@ impl DataStore {
             // Nobody listening: skip building event payloads.
             let events = events && db2.has_subscribers();
             let build = events || ret == BatchReturn::Records;
-            for (i, (op, c)) in ops.into_iter().zip(colls).enumerate() {
+            // By reference: the job may run again (engine: a group rolled back whole).
+            for (i, (op, c)) in ops.iter().zip(&colls).enumerate() {
                 let at = |e: DataError| if many { prefix_op(i, e) } else { e };
                 let (topic, id, rec) = match op {
                     BatchOp::Create { id, data, .. } => {
-                        let w = insert_record(conn, &hname, &store, &c, id, data, &mut ctx, build)
-                            .map_err(at)?;
-                        ("created", w.id, w.record)
+                        let w = insert_record(
+                            conn,
+                            &hname,
+                            &store,
+                            c,
+                            id.as_deref(),
+                            data,
+                            &mut ctx,
+                            build,
+                        )
+                        .map_err(at)?;
+                        ("created", Cow::Owned(w.id), w.record)
                     }
                     BatchOp::Update {
                         id, data, version, ..
                     } => {
                         let rec =
-                            update_record(conn, &hname, &store, &c, &id, &data, version, &mut ctx)
+                            update_record(conn, &hname, &store, c, id, data, *version, &mut ctx)
                                 .map_err(at)?;
-                        ("updated", id, Some(rec))
+                        ("updated", Cow::Borrowed(id.as_str()), Some(rec))
                     }
                     BatchOp::Delete { id, .. } => {
                         ctx.seen.clear();
-                        let rec = delete_record(conn, &hname, &c, &id).map_err(at)?;
-                        ("deleted", id, Some(rec))
+                        let rec = delete_record(conn, &hname, c, id).map_err(at)?;
+                        ("deleted", Cow::Borrowed(id.as_str()), Some(rec))
                     }
                 };
                 if let Some(rec) = rec {
@@ -508,7 +519,7 @@ impl DataStore {
                     }
                 }
                 if ret == BatchReturn::Ids {
-                    ids.push(id);
+                    ids.push(id.into_owned());
                 }
             }
             let out = match ret {
@@ -973,14 +984,14 @@ fn insert_record<'c>(
     handle: &str,
     store: &StoreInner,
     c: &Arc<CollSql>,
-    id: Option<String>,
-    mut data: Map<String, Value>,
+    id: Option<&str>,
+    data: &Map<String, Value>,
     ctx: &mut JobCtx<'c>,
     build: bool,
 ) -> Result<Created, DataError> {
     let coll = &c.schema.collection;
-    let mut id = id;
-    for (k, v) in &data {
+    let mut id = id.map(str::to_owned);
+    for (k, v) in data {
         if k == "id" {
             match (v.as_str(), &id) {
                 (Some(s), None) => id = Some(s.to_owned()),
@@ -1050,7 +1061,8 @@ fn insert_record<'c>(
     if !build {
         return Ok(Created { id, record: None });
     }
-    // The record is `data` completed in place: text and JSON stored as given stay as they are
+    // The record is a copy of `data` (the job may run again, so `data` stays as given),
+    // completed in place: text and JSON stored as given stay as they are
     // (equal to what was stored; JSON echoes the given value instead of re-parsing it), the
     // rest comes from what was bound. Only keys that came in `data` need a lookup; the others
     // (system fields other than a given `id`, defaults, absent fields) are inserted directly.
@@ -1068,17 +1080,18 @@ fn insert_record<'c>(
             }
         })
         .collect();
+    let mut record = data.clone();
     for (col, (set, present)) in c.cols.iter().zip(sets) {
         let Some(v) = set else { continue };
-        if present && let Some(slot) = data.get_mut(&col.name) {
+        if present && let Some(slot) = record.get_mut(&col.name) {
             *slot = v;
             continue;
         }
-        data.insert(col.name.clone(), v);
+        record.insert(col.name.clone(), v);
     }
     Ok(Created {
         id,
-        record: Some(Value::Object(data)),
+        record: Some(Value::Object(record)),
     })
 }
 
