@@ -22,6 +22,10 @@
 //! max_sessions = 10000
 //! ttl_secs = 3600
 //!
+//! [data]
+//! max_db_mb = 0             # quota of DIR/data/primary.sqlite, MiB; 0 = unlimited (default)
+//! max_archive_file_mb = 0   # cap of each DIR/data/archive file, MiB; 0 = none (default)
+//!
 //! [workers]
 //! logger = "process"        # or "in_process"
 //! search = "process"
@@ -207,6 +211,14 @@ pub struct DataSection {
     pub cache_kib: u32,
     /// Page cache of each `primary` reader, KiB.
     pub reader_cache_kib: u32,
+    /// Quota of `primary.sqlite`, MiB; 0 = unlimited (the default: the disk is the limit, and a
+    /// full disk answers the same `storage_full`). A write that would grow the file past it
+    /// answers `storage_full`; reads go on. `data/quota {maxDbMb}` changes it until the host
+    /// stops. Below the file's size it keeps the file at its size (freed pages are reused).
+    pub max_db_mb: u64,
+    /// Cap of each archive file, MiB; 0 = none (the default). A full file is followed by the
+    /// next one; `data/quota {maxArchiveFileMb}` changes it until the host stops.
+    pub max_archive_file_mb: u64,
 }
 
 impl Default for DataSection {
@@ -218,6 +230,8 @@ impl Default for DataSection {
             max_group: d.max_group,
             cache_kib: d.cache_kib,
             reader_cache_kib: d.reader_cache_kib,
+            max_db_mb: d.max_db_mb,
+            max_archive_file_mb: d.max_archive_file_mb,
         }
     }
 }
@@ -400,6 +414,17 @@ impl Config {
                 u32::MAX
             );
         }
+        for (name, v) in [
+            ("data.max_db_mb", self.data.max_db_mb),
+            ("data.max_archive_file_mb", self.data.max_archive_file_mb),
+        ] {
+            if v > daemonhost_data::MAX_QUOTA_MB {
+                bail!(
+                    "{name} must be at most {} (16 TiB)",
+                    daemonhost_data::MAX_QUOTA_MB
+                );
+            }
+        }
         if self.runtime.default_timeout_ms > self.runtime.max_timeout_ms {
             bail!(
                 "runtime.default_timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
@@ -445,6 +470,8 @@ impl Config {
             max_group: self.data.max_group.max(1),
             cache_kib: self.data.cache_kib.max(64),
             reader_cache_kib: self.data.reader_cache_kib.max(64),
+            max_db_mb: self.data.max_db_mb,
+            max_archive_file_mb: self.data.max_archive_file_mb,
             ..DataConfig::new(data_dir)
         }
     }
@@ -591,6 +618,9 @@ mod tests {
             "pace_replies = true",
             // The documented page cache of primary's writer (docs/ARCHITECTURE.md).
             "cache_kib = 4096",
+            // The storage quota: unlimited unless set (docs/SEMANTICS.md, under a full disk).
+            "max_db_mb = 0",
+            "max_archive_file_mb = 0",
             "[archive]",
             "[ai]",
         ] {
@@ -626,6 +656,10 @@ mod tests {
             .expect_err("order");
         assert!(e.to_string().contains("must not exceed"), "{e}");
         assert!(Config::parse("[host]\nmax_frame_bytes = \"big\"\n").is_err());
+        let e = Config::parse("[data]\nmax_db_mb = 99999999999\n").expect_err("too big");
+        assert!(e.to_string().contains("data.max_db_mb"), "{e}");
+        let c = Config::parse("[data]\nmax_db_mb = 512\n").expect("quota");
+        assert_eq!(c.data_config(Path::new("/tmp/x")).max_db_mb, 512);
     }
 
     #[test]

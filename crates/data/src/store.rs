@@ -43,6 +43,8 @@ pub struct StoreConfig {
     pub primary: DbOptions,
     /// Tuning of each persona database.
     pub persona: DbOptions,
+    /// Cap of each archive file, bytes (0 = none); `primary`'s quota is `primary.max_bytes`.
+    pub archive_max_file_bytes: u64,
 }
 
 impl StoreConfig {
@@ -62,6 +64,7 @@ impl StoreConfig {
                 background_checkpoint: false,
                 ..DbOptions::default()
             },
+            archive_max_file_bytes: 0,
         }
     }
 
@@ -110,6 +113,18 @@ impl CollSql {
             schema,
         }
     }
+}
+
+/// The quotas in force and the space `primary` uses ([`DataStore::quota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaReport {
+    /// `primary`: its quota (`maxBytes`, 0 = unlimited) and pages.
+    pub primary: crate::engine::Usage,
+    /// Whether `primary`'s latest write was refused for lack of space.
+    pub full: bool,
+    /// Cap of each archive file, bytes (0 = none).
+    pub max_archive_file_bytes: u64,
 }
 
 /// What deferred init did.
@@ -205,9 +220,11 @@ impl DataStore {
         for w in &apply.warnings {
             tracing::warn!(warning = %w, "schema migration");
         }
+        let archive = ArchiveFiles::new(config.archive_dir(), files);
+        archive.set_max_file_bytes(config.archive_max_file_bytes);
         Ok(DataStore {
             inner: Arc::new(StoreInner {
-                archive: Arc::new(ArchiveFiles::new(config.archive_dir(), files)),
+                archive: Arc::new(archive),
                 config,
                 schemas,
                 colls,
@@ -237,6 +254,31 @@ impl DataStore {
     /// The archive files.
     pub fn archive_files(&self) -> &Arc<ArchiveFiles> {
         &self.inner.archive
+    }
+
+    /// The quotas and the space `primary` uses.
+    pub async fn quota(&self) -> Result<QuotaReport, DataError> {
+        Ok(QuotaReport {
+            primary: self.inner.primary.usage().await?,
+            full: self.inner.primary.is_full(),
+            max_archive_file_bytes: self.inner.archive.max_file_bytes(),
+        })
+    }
+
+    /// Change the quotas until the store closes (`None` keeps one; 0 = unlimited): `primary`'s
+    /// applies to its next write, the archive files' to the next archive batch.
+    pub async fn set_quota(
+        &self,
+        max_db_bytes: Option<u64>,
+        max_archive_file_bytes: Option<u64>,
+    ) -> Result<QuotaReport, DataError> {
+        if let Some(b) = max_db_bytes {
+            self.inner.primary.set_max_bytes(b).await?;
+        }
+        if let Some(b) = max_archive_file_bytes {
+            self.inner.archive.set_max_file_bytes(b);
+        }
+        self.quota().await
     }
 
     /// What schema application did at open.
