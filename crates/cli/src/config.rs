@@ -38,6 +38,8 @@
 //! backoff_ms = 50
 //! max_backoff_ms = 2000
 //! stop_grace_ms = 2000
+//! max_log_mb = 0            # quota of DIR/logs for the logger, MiB; 0 = none (default)
+//!
 //! [platform]
 //! console = true             # console/write into the logger
 //! auto_join = ["general"]
@@ -124,6 +126,10 @@ pub struct WorkersSection {
     pub max_backoff_ms: u64,
     /// Graceful stop budget before SIGTERM, then SIGKILL.
     pub stop_grace_ms: u64,
+    /// Quota of `DIR/logs` for the logger (both placements), MiB; 0 = none (the default: the
+    /// disk is the limit, and a full disk is handled the same). Lines past it are dropped and
+    /// counted (`log/stats` `droppedFull`, `health/status` `logFiles`), never blocking.
+    pub max_log_mb: u64,
 }
 
 fn ms_of(d: Duration) -> u64 {
@@ -145,6 +151,7 @@ impl Default for WorkersSection {
             backoff_ms: ms_of(d.backoff),
             max_backoff_ms: ms_of(d.max_backoff),
             stop_grace_ms: ms_of(d.stop_grace),
+            max_log_mb: 0,
         }
     }
 }
@@ -417,6 +424,7 @@ impl Config {
         for (name, v) in [
             ("data.max_db_mb", self.data.max_db_mb),
             ("data.max_archive_file_mb", self.data.max_archive_file_mb),
+            ("workers.max_log_mb", self.workers.max_log_mb),
         ] {
             if v > daemonhost_data::MAX_QUOTA_MB {
                 bail!(
@@ -517,6 +525,7 @@ impl Config {
             search: w.search,
             options,
             store,
+            max_log_bytes: w.max_log_mb.saturating_mul(1024 * 1024),
         }
     }
 
@@ -602,6 +611,10 @@ mod tests {
         assert_eq!(c.workers.logger, Placement::Process);
         let w = c.workers_config(Path::new("/tmp/x"), DataClient::routed());
         assert_eq!(w.options.ping_interval, Duration::from_millis(200));
+        assert_eq!(w.max_log_bytes, 0, "no log quota unless set");
+        let c = Config::parse("[workers]\nmax_log_mb = 3\n").expect("parse");
+        let w = c.workers_config(Path::new("/tmp/x"), DataClient::routed());
+        assert_eq!(w.max_log_bytes, 3 * 1024 * 1024);
         assert!(Config::parse("[workers]\nsearch = \"elsewhere\"\n").is_err());
         assert!(Config::parse("[workers]\nstart_limit_burst = 0\n").is_err());
     }
@@ -621,6 +634,7 @@ mod tests {
             // The storage quota: unlimited unless set (docs/SEMANTICS.md, under a full disk).
             "max_db_mb = 0",
             "max_archive_file_mb = 0",
+            "max_log_mb = 0",
             "[archive]",
             "[ai]",
         ] {
