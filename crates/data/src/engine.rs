@@ -484,9 +484,11 @@ impl Db {
                 };
                 // The quota applies to writes, not to schema application: a host whose
                 // database is full still starts (and can then free space).
-                match init(&mut conn)
-                    .and_then(|t| Ok((t, apply_max_bytes(&conn, &handle, "main", max_bytes)?)))
-                {
+                let quota = |conn: &Connection| match max_bytes {
+                    0 => Ok(0),
+                    b => apply_max_bytes(conn, &handle, "main", b),
+                };
+                match init(&mut conn).and_then(|t| Ok((t, quota(&conn)?))) {
                     Ok((t, pages)) => {
                         if ready_tx.send(Ok((t, pages))).is_err() {
                             return;
