@@ -29,6 +29,10 @@
 //! sweep_interval_ms = 60000 # period of the sweep deleting expired sessions
 //! cache_capacity = 4096     # sessions kept in memory for session/get
 //!
+//! [data]
+//! max_db_mb = 0             # quota of DIR/data/primary.sqlite, MiB; 0 = unlimited (default)
+//! max_archive_file_mb = 0   # cap of each DIR/data/archive file, MiB; 0 = none (default)
+//!
 //! [workers]
 //! logger = "process"        # or "in_process"
 //! search = "process"
@@ -41,6 +45,8 @@
 //! backoff_ms = 50
 //! max_backoff_ms = 2000
 //! stop_grace_ms = 2000
+//! max_log_mb = 0            # quota of DIR/logs for the logger, MiB; 0 = none (default)
+//!
 //! [platform]
 //! console = true             # console/write into the logger
 //! auto_join = ["general"]
@@ -129,6 +135,10 @@ pub struct WorkersSection {
     pub max_backoff_ms: u64,
     /// Graceful stop budget before SIGTERM, then SIGKILL.
     pub stop_grace_ms: u64,
+    /// Quota of `DIR/logs` for the logger (both placements), MiB; 0 = none (the default: the
+    /// disk is the limit, and a full disk is handled the same). Lines past it are dropped and
+    /// counted (`log/stats` `droppedFull`, `health/status` `logFiles`), never blocking.
+    pub max_log_mb: u64,
 }
 
 fn ms_of(d: Duration) -> u64 {
@@ -150,6 +160,7 @@ impl Default for WorkersSection {
             backoff_ms: ms_of(d.backoff),
             max_backoff_ms: ms_of(d.max_backoff),
             stop_grace_ms: ms_of(d.stop_grace),
+            max_log_mb: 0,
         }
     }
 }
@@ -216,6 +227,14 @@ pub struct DataSection {
     pub cache_kib: u32,
     /// Page cache of each `primary` reader, KiB.
     pub reader_cache_kib: u32,
+    /// Quota of `primary.sqlite`, MiB; 0 = unlimited (the default: the disk is the limit, and a
+    /// full disk answers the same `storage_full`). A write that would grow the file past it
+    /// answers `storage_full`; reads go on. `data/quota {maxDbMb}` changes it until the host
+    /// stops. Below the file's size it keeps the file at its size (freed pages are reused).
+    pub max_db_mb: u64,
+    /// Cap of each archive file, MiB; 0 = none (the default). A full file is followed by the
+    /// next one; `data/quota {maxArchiveFileMb}` changes it until the host stops.
+    pub max_archive_file_mb: u64,
 }
 
 impl Default for DataSection {
@@ -227,6 +246,8 @@ impl Default for DataSection {
             max_group: d.max_group,
             cache_kib: d.cache_kib,
             reader_cache_kib: d.reader_cache_kib,
+            max_db_mb: d.max_db_mb,
+            max_archive_file_mb: d.max_archive_file_mb,
         }
     }
 }
@@ -466,6 +487,18 @@ impl Config {
                 u32::MAX
             );
         }
+        for (name, v) in [
+            ("data.max_db_mb", self.data.max_db_mb),
+            ("data.max_archive_file_mb", self.data.max_archive_file_mb),
+            ("workers.max_log_mb", self.workers.max_log_mb),
+        ] {
+            if v > daemonhost_data::MAX_QUOTA_MB {
+                bail!(
+                    "{name} must be at most {} (16 TiB)",
+                    daemonhost_data::MAX_QUOTA_MB
+                );
+            }
+        }
         if self.runtime.default_timeout_ms > self.runtime.max_timeout_ms {
             bail!(
                 "runtime.default_timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
@@ -511,6 +544,8 @@ impl Config {
             max_group: self.data.max_group.max(1),
             cache_kib: self.data.cache_kib.max(64),
             reader_cache_kib: self.data.reader_cache_kib.max(64),
+            max_db_mb: self.data.max_db_mb,
+            max_archive_file_mb: self.data.max_archive_file_mb,
             ..DataConfig::new(data_dir)
         }
     }
@@ -556,6 +591,7 @@ impl Config {
             search: w.search,
             options,
             store,
+            max_log_bytes: w.max_log_mb.saturating_mul(1024 * 1024),
         }
     }
 
@@ -651,6 +687,10 @@ mod tests {
         assert_eq!(c.workers.logger, Placement::Process);
         let w = c.workers_config(Path::new("/tmp/x"), DataClient::routed());
         assert_eq!(w.options.ping_interval, Duration::from_millis(200));
+        assert_eq!(w.max_log_bytes, 0, "no log quota unless set");
+        let c = Config::parse("[workers]\nmax_log_mb = 3\n").expect("parse");
+        let w = c.workers_config(Path::new("/tmp/x"), DataClient::routed());
+        assert_eq!(w.max_log_bytes, 3 * 1024 * 1024);
         assert!(Config::parse("[workers]\nsearch = \"elsewhere\"\n").is_err());
         assert!(Config::parse("[workers]\nstart_limit_burst = 0\n").is_err());
     }
@@ -667,6 +707,10 @@ mod tests {
             "pace_replies = true",
             // The documented page cache of primary's writer (docs/ARCHITECTURE.md).
             "cache_kib = 4096",
+            // The storage quota: unlimited unless set (docs/SEMANTICS.md, under a full disk).
+            "max_db_mb = 0",
+            "max_archive_file_mb = 0",
+            "max_log_mb = 0",
             "[archive]",
             "[ai]",
             // The socket server's guards (docs/PROTOCOL.md), not the deprecated alias.
@@ -734,6 +778,10 @@ mod tests {
             .expect_err("order");
         assert!(e.to_string().contains("must not exceed"), "{e}");
         assert!(Config::parse("[host]\nmax_frame_bytes = \"big\"\n").is_err());
+        let e = Config::parse("[data]\nmax_db_mb = 99999999999\n").expect_err("too big");
+        assert!(e.to_string().contains("data.max_db_mb"), "{e}");
+        let c = Config::parse("[data]\nmax_db_mb = 512\n").expect("quota");
+        assert_eq!(c.data_config(Path::new("/tmp/x")).max_db_mb, 512);
     }
 
     #[test]

@@ -138,6 +138,10 @@ enum Command {
     Worker {
         /// `logger` or `search`.
         kind: String,
+        /// The logger's quota of DIR/logs, bytes (0 = none); the host passes `[workers]
+        /// max_log_mb`.
+        #[arg(long, default_value_t = 0)]
+        max_log_bytes: u64,
     },
 }
 
@@ -259,7 +263,10 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
             print!("{}", cfg.to_toml()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { kind } => worker::run(kind, cli.socket.as_deref(), &cli.data_dir),
+        Command::Worker {
+            kind,
+            max_log_bytes,
+        } => worker::run(kind, cli.socket.as_deref(), &cli.data_dir, *max_log_bytes),
         Command::Status { json } => Ok(client_runtime()?.block_on(status::run(&socket, *json))),
         Command::Events { pattern, count } => {
             Ok(client_runtime()?.block_on(events::run(&socket, pattern, *count)))

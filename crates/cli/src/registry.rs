@@ -83,7 +83,10 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
 
     // The worker-placed daemons.
     let workers = cfg.workers_config(data_dir, store.clone());
-    builder.register(LoggerDaemon::new(workers.logger, workers.options.clone()));
+    builder.register(
+        LoggerDaemon::new(workers.logger, workers.options.clone())
+            .with_max_log_bytes(workers.max_log_bytes),
+    );
     builder.register(SearchDaemon::new(
         workers.search,
         workers.options,

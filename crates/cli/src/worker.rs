@@ -1,4 +1,5 @@
-//! `daemonhost worker KIND --socket PATH [--data-dir DIR]`: the worker-process role, started by
+//! `daemonhost worker KIND --socket PATH [--data-dir DIR] [--max-log-bytes N]`: the
+//! worker-process role, started by
 //! the host's supervisor (never by hand in normal operation). Runs
 //! [`daemonhost_workers::run_worker`]: exit 0 on EOF or `worker/shutdown`, 1 with a message on
 //! stderr otherwise.
@@ -56,7 +57,12 @@ fn parse_faults(spec: &str, kind: &str) -> anyhow::Result<Faults> {
 }
 
 /// Run the worker role.
-pub fn run(kind: &str, socket: Option<&Path>, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(
+    kind: &str,
+    socket: Option<&Path>,
+    data_dir: &Path,
+    max_log_bytes: u64,
+) -> anyhow::Result<ExitCode> {
     let socket = socket.ok_or_else(|| anyhow!("worker: --socket PATH is required"))?;
     let faults = match std::env::var(FAULT_ENV) {
         Ok(spec) => parse_faults(&spec, kind)?,
@@ -72,10 +78,12 @@ pub fn run(kind: &str, socket: Option<&Path>, data_dir: &Path) -> anyhow::Result
         .context("cannot start the worker's async runtime")?;
     let result = rt.block_on(async {
         match &faults.garbage_reply_on {
-            None => daemonhost_workers::run_worker(kind, socket, data_dir)
+            None => daemonhost_workers::run_worker_with(kind, socket, data_dir, max_log_bytes)
                 .await
                 .map_err(anyhow::Error::from),
-            Some(command) => serve_with_garbage(kind, socket, data_dir, command).await,
+            Some(command) => {
+                serve_with_garbage(kind, socket, data_dir, max_log_bytes, command).await
+            }
         }
     });
     result.with_context(|| format!("{kind} worker"))?;
@@ -86,12 +94,16 @@ async fn serve_with_garbage(
     kind: &str,
     socket: &Path,
     data_dir: &Path,
+    max_log_bytes: u64,
     command: &str,
 ) -> anyhow::Result<()> {
     match kind {
         "search" => garbage_proxy(SearchService::default(), socket, command).await,
         "logger" => {
-            let s = LoggerService::new(LoggerConfig::new(data_dir.join("logs")))?;
+            let s = LoggerService::new(LoggerConfig {
+                max_bytes: max_log_bytes,
+                ..LoggerConfig::new(data_dir.join("logs"))
+            })?;
             garbage_proxy(s, socket, command).await
         }
         other => Err(anyhow!("unknown worker kind '{other}'")),

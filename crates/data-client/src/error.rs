@@ -68,6 +68,13 @@ impl DataClientError {
         matches!(self, DataClientError::VersionConflict { .. })
     }
 
+    /// Whether the write was refused for lack of space (`storage_full`: retry once space is
+    /// freed). Kept as [`DataClientError::Other`] with its code: callers do not act on it beyond
+    /// answering it on or retrying later.
+    pub fn is_storage_full(&self) -> bool {
+        self.code() == ErrorCode::StorageFull
+    }
+
     /// Whether a unique-key rule on `field` refused the write.
     pub fn is_unique_conflict(&self, field: &str) -> bool {
         matches!(self, DataClientError::Validation { field: Some(f), message } if f == field && message.contains("unique"))
@@ -120,6 +127,11 @@ mod tests {
         ));
         assert!(uq.is_unique_conflict("uniqueId"));
         assert!(!uq.is_unique_conflict("name"));
+        let full = DataClientError::from_routed(DaemonError::new(
+            ErrorCode::StorageFull,
+            "database 'primary' is full during write: the write did not fit",
+        ));
+        assert!(full.is_storage_full() && matches!(full, DataClientError::Other(_)));
         let other = DataClientError::from_routed(DaemonError::overloaded("full"));
         assert_eq!(other.code(), ErrorCode::Overloaded);
         assert_eq!(other.to_daemon_error(), DaemonError::overloaded("full"));

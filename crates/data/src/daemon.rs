@@ -55,6 +55,23 @@ pub struct DataConfig {
     pub reader_cache_kib: u32,
     /// Most writes committed in one group transaction.
     pub max_group: usize,
+    /// Quota of `primary.sqlite`, MiB (0 = unlimited, the default): a write that would grow the
+    /// file past it answers `storage_full`. `data/quota` changes it at run time.
+    pub max_db_mb: u64,
+    /// Cap of each archive file, MiB (0 = none, the default); a full file is followed by the
+    /// next one. `data/quota` changes it at run time.
+    pub max_archive_file_mb: u64,
+}
+
+/// Largest quota accepted, MiB (16 TiB: SQLite's page limit at the default page size).
+pub const MAX_QUOTA_MB: u64 = 16 * 1024 * 1024;
+
+fn mb_to_bytes(mb: u64) -> u64 {
+    mb.min(MAX_QUOTA_MB).saturating_mul(1024 * 1024)
+}
+
+fn bytes_to_mb(b: u64) -> u64 {
+    b / (1024 * 1024)
 }
 
 impl DataConfig {
@@ -71,6 +88,8 @@ impl DataConfig {
             cache_kib: d.cache_kib,
             reader_cache_kib: d.reader_cache_kib,
             max_group: d.max_group,
+            max_db_mb: bytes_to_mb(d.max_bytes),
+            max_archive_file_mb: 0,
         }
     }
 }
@@ -191,6 +210,11 @@ impl Daemon for DataDaemon {
             .command(CommandSpec::new("data/collections", "Collections with their fields, indexes and archive rules"))
             .alias("data/list-collections", "data/collections")
             .command(CommandSpec::new("data/stats", "Database counters, migrations and deferred-init report"))
+            .command(
+                CommandSpec::new("data/quota", "Storage quotas and the space primary uses; a param changes that quota until the host stops")
+                    .param("maxDbMb", "non-negative integer", false, "quota of primary.sqlite, MiB (0 = unlimited)")
+                    .param("maxArchiveFileMb", "non-negative integer", false, "cap of each archive file, MiB (0 = none)"),
+            )
     }
 
     async fn start(&self, ctx: &Context) -> Result<DataState, BoxError> {
@@ -209,9 +233,21 @@ impl Daemon for DataDaemon {
         sc.primary.cache_kib = self.config.cache_kib;
         sc.primary.reader_cache_kib = self.config.reader_cache_kib;
         sc.primary.max_group = self.config.max_group;
+        sc.primary.max_bytes = mb_to_bytes(self.config.max_db_mb);
+        sc.archive_max_file_bytes = mb_to_bytes(self.config.max_archive_file_mb);
         let store = DataStore::open(sc, schemas, Some(ctx.bus().clone())).await?;
         self.slot.set(Some(store.clone()));
         self.local.set(Some(Arc::new(store.clone())));
+        // `health/status` details follow `primary`'s full state (whoever wrote: in-process
+        // clients write without this daemon's handler).
+        ctx.set_details(storage_details(&store));
+        let (c2, s2) = (ctx.clone(), store.clone());
+        let mut full = store.primary().full_watch();
+        ctx.spawn(async move {
+            while full.changed().await.is_ok() {
+                c2.set_details(storage_details(&s2));
+            }
+        });
         Ok(DataState {
             store,
             deferred: Mutex::new(None),
@@ -241,6 +277,32 @@ impl Daemon for DataDaemon {
         self.local.set(None);
         state.store.close().await;
     }
+}
+
+/// The data daemon's `health/status` details: `{storage: {full, maxDbMb, maxArchiveFileMb}}`.
+fn storage_details(store: &DataStore) -> Value {
+    json!({"storage": {
+        "full": store.primary().is_full(),
+        "maxDbMb": bytes_to_mb(store.primary().max_bytes()),
+        "maxArchiveFileMb": bytes_to_mb(store.archive_files().max_file_bytes()),
+    }})
+}
+
+fn quota_json(q: &crate::QuotaReport) -> Value {
+    let u = &q.primary;
+    json!({
+        "maxDbMb": bytes_to_mb(u.max_bytes),
+        "maxArchiveFileMb": bytes_to_mb(q.max_archive_file_bytes),
+        "full": q.full,
+        "primary": {
+            "pageSize": u.page_size,
+            "pages": u.pages,
+            "freePages": u.free_pages,
+            "maxPages": u.max_pages,
+            "fileBytes": u.pages * u.page_size,
+            "usedBytes": u.pages.saturating_sub(u.free_pages) * u.page_size,
+        },
+    })
 }
 
 /// The store handle a request names (`handle`, alias `dbHandle`; default `primary`).
@@ -503,13 +565,32 @@ async fn dispatch(
                     "commitMs": s.commit_us.load(Ordering::Relaxed) / 1000,
                     "checkpoints": s.checkpoints.load(Ordering::Relaxed),
                     "checkpointMs": s.checkpoint_us.load(Ordering::Relaxed) / 1000,
+                    "storageFull": s.storage_full.load(Ordering::Relaxed),
+                    "groupReruns": s.group_reruns.load(Ordering::Relaxed),
+                    "full": store.primary().is_full(),
                 },
+                "quota": quota_json(&store.quota().await?),
                 "personasOpen": store.open_personas().await,
                 "archiveFiles": store.archive_files().list().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                 "migrations": store.apply_report(),
                 "recoveredArchiveRows": store.recovered_archive_rows(),
                 "deferred": state.deferred.lock().clone(),
             }))
+        }
+        "data/quota" => {
+            let db = p.opt_u64_range("maxDbMb", 0, MAX_QUOTA_MB)?;
+            let arc = p.opt_u64_range("maxArchiveFileMb", 0, MAX_QUOTA_MB)?;
+            let q = if db.is_none() && arc.is_none() {
+                store.quota().await?
+            } else {
+                let q = store
+                    .set_quota(db.map(mb_to_bytes), arc.map(mb_to_bytes))
+                    .await?;
+                tracing::info!(?db, ?arc, "storage quota changed (MiB)");
+                ctx.set_details(storage_details(store));
+                q
+            };
+            Ok(quota_json(&q))
         }
         other => Err(DataError::BadRequest(format!(
             "unknown data command '{}'",

@@ -13,6 +13,14 @@
 //!   are sent only after `COMMIT` returns, which is what lets callers publish events "after
 //!   commit, never for a rolled-back write".
 //! - Queues are bounded: a full queue answers `overloaded` at once instead of growing.
+//! - **A full database fails only the write that does not fit.** `SQLITE_FULL` (the quota
+//!   [`DbOptions::max_bytes`], applied as `PRAGMA max_page_count`, or a full disk) in a
+//!   statement without a statement journal (a one-row `INSERT`/`UPDATE`) makes SQLite roll back
+//!   the *whole* transaction, not just the job's savepoint. The writer notices (the connection
+//!   is back in autocommit), answers that job `storage_full`, and runs the jobs that had
+//!   succeeded in the lost transaction again in a new one, with the jobs not run yet: job
+//!   closures are `FnMut` for this, and each run starts from the same database state. Nothing
+//!   was acknowledged before COMMIT, so nothing acknowledged is lost.
 //!
 //! Pragmas: `journal_mode=WAL`, `synchronous=NORMAL` (a committed transaction survives a process
 //! crash; an OS crash may lose the last few), `foreign_keys=ON`, `busy_timeout=5000`. On close the
@@ -34,13 +42,14 @@ use crate::error::DataError;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use daemonhost_runtime::EventBus;
 use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Least time between two idle checkpoints of the writer.
 pub const IDLE_CHECKPOINT: Duration = Duration::from_millis(100);
@@ -72,6 +81,12 @@ pub struct DbOptions {
     /// writer between groups. Off for small, briefly-open databases (persona state), where the
     /// extra thread and connection cost more than the checkpoints.
     pub background_checkpoint: bool,
+    /// Quota of the file in bytes (`PRAGMA max_page_count` = this / page size, set after `init`
+    /// so schema application is never refused); 0 = unlimited. A write that would grow the file
+    /// past it fails with [`DataError::StorageFull`]. Changed at run time by
+    /// [`Db::set_max_bytes`]. A quota below the file's size keeps the file at its size: freed
+    /// pages are reused, nothing more is allocated.
+    pub max_bytes: u64,
 }
 
 impl Default for DbOptions {
@@ -85,35 +100,105 @@ impl Default for DbOptions {
             cache_kib: 4 * 1024,
             reader_cache_kib: 2 * 1024,
             background_checkpoint: true,
+            max_bytes: 0,
         }
     }
+}
+
+/// `max_page_count` meaning "no quota" (SQLite's own upper bound).
+const UNLIMITED_PAGES: u64 = 0xffff_fffe;
+
+/// The quota and the space used, for `data/stats`, `data/quota` and `health/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// The quota asked for, bytes (0 = unlimited).
+    pub max_bytes: u64,
+    /// `PRAGMA page_size`.
+    pub page_size: u64,
+    /// Pages in the file (committed), including free ones.
+    pub pages: u64,
+    /// Of those, free pages (left by deletes; reused by new rows without VACUUM).
+    pub free_pages: u64,
+    /// The page limit in force (`max_page_count`; at least the file's size when the quota was
+    /// set). `None` when unlimited.
+    pub max_pages: Option<u64>,
+}
+
+/// Set the quota of schema `schema` (`main`, or an attached `arc`) on `conn`: `max_bytes` / page
+/// size pages, or unlimited for 0. Returns the limit in force (SQLite never sets it below the
+/// file's current size).
+pub fn apply_max_bytes(
+    conn: &Connection,
+    handle: &str,
+    schema: &str,
+    max_bytes: u64,
+) -> Result<u64, DataError> {
+    let page_size: i64 = conn
+        .query_row(&format!("PRAGMA {schema}.page_size"), [], |r| r.get(0))
+        .map_err(|e| DataError::sqlite(handle, "page_size", &e))?;
+    let page_size = u64::try_from(page_size).unwrap_or(4096).max(512);
+    let pages = if max_bytes == 0 {
+        UNLIMITED_PAGES
+    } else {
+        (max_bytes / page_size).clamp(1, UNLIMITED_PAGES)
+    };
+    let set: i64 = conn
+        .query_row(
+            &format!("PRAGMA {schema}.max_page_count = {pages}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| DataError::sqlite(handle, "max_page_count", &e))?;
+    Ok(u64::try_from(set).unwrap_or(0))
+}
+
+fn read_usage(conn: &Connection, handle: &str) -> Result<(u64, u64, u64), DataError> {
+    let get = |pragma: &str| -> Result<u64, DataError> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| DataError::sqlite(handle, pragma, &e))
+    };
+    Ok((
+        get("page_size")?,
+        get("page_count")?,
+        get("freelist_count")?,
+    ))
 }
 
 /// A write job run inside the group transaction.
 trait GroupJob: Send {
     /// Run; return whether the job's own work succeeded (else its savepoint is rolled back).
+    /// May be called again, in a new transaction from the same database state, when the one it
+    /// ran in was rolled back by another job's failure (see the module docs); the last run's
+    /// result is the one delivered.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Replace the result with `e` (the job's work was lost with its transaction).
+    fn fail(&mut self, e: DataError);
     /// Deliver the outcome once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), DataError>);
 }
 
 struct Job<F, R> {
-    f: Option<F>,
+    f: F,
     result: Option<Result<R, DataError>>,
     reply: oneshot::Sender<Result<R, DataError>>,
 }
 
 impl<F, R> GroupJob for Job<F, R>
 where
-    F: FnOnce(&Connection) -> Result<R, DataError> + Send,
+    F: FnMut(&Connection) -> Result<R, DataError> + Send,
     R: Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(f) = self.f.take() else { return false };
-        let r = f(conn);
+        let r = (self.f)(conn);
         let ok = r.is_ok();
         self.result = Some(r);
         ok
+    }
+
+    fn fail(&mut self, e: DataError) {
+        self.result = Some(Err(e));
     }
 
     fn finish(self: Box<Self>, commit: Result<(), DataError>) {
@@ -130,7 +215,7 @@ where
 pub type PendingEvents = Vec<(String, Value)>;
 
 struct EvJob<F, R> {
-    f: Option<F>,
+    f: F,
     result: Option<Result<(R, PendingEvents), DataError>>,
     reply: oneshot::Sender<Result<R, DataError>>,
     bus: Option<EventBus>,
@@ -138,15 +223,18 @@ struct EvJob<F, R> {
 
 impl<F, R> GroupJob for EvJob<F, R>
 where
-    F: FnOnce(&Connection) -> Result<(R, PendingEvents), DataError> + Send,
+    F: FnMut(&Connection) -> Result<(R, PendingEvents), DataError> + Send,
     R: Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(f) = self.f.take() else { return false };
-        let r = f(conn);
+        let r = (self.f)(conn);
         let ok = r.is_ok();
         self.result = Some(r);
         ok
+    }
+
+    fn fail(&mut self, e: DataError) {
+        self.result = Some(Err(e));
     }
 
     fn finish(self: Box<Self>, commit: Result<(), DataError>) {
@@ -254,6 +342,11 @@ pub struct DbStats {
     pub checkpoints: AtomicU64,
     /// Microseconds those checkpoints took.
     pub checkpoint_us: AtomicU64,
+    /// Write jobs refused because the file is full (its quota, or the disk): `storage_full`.
+    pub storage_full: AtomicU64,
+    /// Group transactions SQLite rolled back whole under a failing job (`SQLITE_FULL` without a
+    /// statement journal), whose other jobs were run again in a new transaction.
+    pub group_reruns: AtomicU64,
 }
 
 fn add_us(c: &AtomicU64, since: Instant) {
@@ -286,6 +379,13 @@ struct DbInner {
     closed: AtomicBool,
     stats: Arc<DbStats>,
     bus: Option<EventBus>,
+    /// The quota asked for, bytes (0 = unlimited).
+    max_bytes: AtomicU64,
+    /// The page limit in force (0 = unlimited).
+    max_pages: AtomicU64,
+    /// Whether the latest write was refused for lack of space (cleared by the next write that
+    /// commits, and by a quota change).
+    full: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -367,6 +467,7 @@ impl Db {
         let stats = Arc::new(DbStats::default());
         let wstats = Arc::clone(&stats);
         let background = opts.background_checkpoint;
+        let max_bytes = opts.max_bytes;
         std::thread::Builder::new()
             .name(format!("db-w-{}", short(name)))
             .spawn(move || {
@@ -381,9 +482,15 @@ impl Db {
                         return;
                     }
                 };
-                match init(&mut conn) {
-                    Ok(t) => {
-                        if ready_tx.send(Ok(t)).is_err() {
+                // The quota applies to writes, not to schema application: a host whose
+                // database is full still starts (and can then free space).
+                let quota = |conn: &Connection| match max_bytes {
+                    0 => Ok(0),
+                    b => apply_max_bytes(conn, &handle, "main", b),
+                };
+                match init(&mut conn).and_then(|t| Ok((t, quota(&conn)?))) {
+                    Ok((t, pages)) => {
+                        if ready_tx.send(Ok((t, pages))).is_err() {
                             return;
                         }
                     }
@@ -407,7 +514,7 @@ impl Db {
                 writer_loop(&handle, conn, &wrx, max_group, &wstats, ckpt);
             })
             .map_err(|e| DataError::io(path, &e))?;
-        let t = ready_rx
+        let (t, max_pages) = ready_rx
             .await
             .map_err(|_| DataError::Closed(name.to_owned()))??;
         let readers = if opts.readers > 0 {
@@ -436,6 +543,9 @@ impl Db {
                     closed: AtomicBool::new(false),
                     stats,
                     bus: opts.bus.clone(),
+                    max_bytes: AtomicU64::new(max_bytes),
+                    max_pages: AtomicU64::new(if max_bytes == 0 { 0 } else { max_pages }),
+                    full: watch::Sender::new(false),
                 }),
             },
             t,
@@ -467,14 +577,19 @@ impl Db {
 
     /// Run `f` on the writer inside the group transaction. The reply arrives after COMMIT, so
     /// `Ok` means durable (to the WAL) and visible to new reads.
+    ///
+    /// `f` may run more than once: when another job makes SQLite roll the group's transaction
+    /// back whole, the jobs that had succeeded run again in a new transaction (module docs).
+    /// Each run starts from the same database state and only the committed run counts, so `f`
+    /// must not consume what it captured, and must stop at its first SQLite error.
     pub async fn write<R, F>(&self, f: F) -> Result<R, DataError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, DataError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<R, DataError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job = Job {
-            f: Some(f),
+            f,
             result: None,
             reply: tx,
         };
@@ -482,14 +597,7 @@ impl Db {
         let r = rx
             .await
             .map_err(|_| DataError::Closed(self.inner.name.clone()))?;
-        match &r {
-            Ok(_) => self.inner.stats.writes.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .inner
-                .stats
-                .write_failures
-                .fetch_add(1, Ordering::Relaxed),
-        };
+        self.count_write(r.as_ref().err());
         r
     }
 
@@ -498,11 +606,11 @@ impl Db {
     pub async fn write_events<R, F>(&self, f: F) -> Result<R, DataError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<(R, PendingEvents), DataError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<(R, PendingEvents), DataError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job = EvJob {
-            f: Some(f),
+            f,
             result: None,
             reply: tx,
             bus: self.inner.bus.clone(),
@@ -511,15 +619,82 @@ impl Db {
         let r = rx
             .await
             .map_err(|_| DataError::Closed(self.inner.name.clone()))?;
-        match &r {
-            Ok(_) => self.inner.stats.writes.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .inner
-                .stats
-                .write_failures
-                .fetch_add(1, Ordering::Relaxed),
-        };
+        self.count_write(r.as_ref().err());
         r
+    }
+
+    /// Count a write's outcome and keep the `full` state: set by a write refused for lack of
+    /// space, cleared by one that committed.
+    fn count_write(&self, err: Option<&DataError>) {
+        let stats = &self.inner.stats;
+        match err {
+            None => {
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .full
+                    .send_if_modified(|f| std::mem::replace(f, false));
+            }
+            Some(e) => {
+                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                if e.is_storage_full() {
+                    stats.storage_full.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .full
+                        .send_if_modified(|f| !std::mem::replace(f, true));
+                }
+            }
+        }
+    }
+
+    /// Whether the latest write was refused for lack of space (and no write committed since,
+    /// nor was the quota changed).
+    pub fn is_full(&self) -> bool {
+        *self.inner.full.borrow()
+    }
+
+    /// Follows [`Db::is_full`]: changes when it flips.
+    pub fn full_watch(&self) -> watch::Receiver<bool> {
+        self.inner.full.subscribe()
+    }
+
+    /// The quota asked for, bytes (0 = unlimited).
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Change the quota at run time (0 = unlimited); applies to the next write. Runs on the
+    /// writer between groups. Returns the space used and the limit now in force.
+    pub async fn set_max_bytes(&self, max_bytes: u64) -> Result<Usage, DataError> {
+        let handle = self.inner.name.clone();
+        let pages = self
+            .exclusive(move |conn| apply_max_bytes(conn, &handle, "main", max_bytes))
+            .await?;
+        self.inner.max_bytes.store(max_bytes, Ordering::Relaxed);
+        self.inner
+            .max_pages
+            .store(if max_bytes == 0 { 0 } else { pages }, Ordering::Relaxed);
+        // Re-evaluated by the next write.
+        self.inner
+            .full
+            .send_if_modified(|f| std::mem::replace(f, false));
+        self.usage().await
+    }
+
+    /// The quota and the space used (read on a reader: committed state).
+    pub async fn usage(&self) -> Result<Usage, DataError> {
+        let path = self.inner.path.clone();
+        let handle = self.inner.name.clone();
+        let (page_size, pages, free_pages) = self
+            .read(move |rc| read_usage(rc.get(&path)?, &handle))
+            .await?;
+        let max_pages = self.inner.max_pages.load(Ordering::Relaxed);
+        Ok(Usage {
+            max_bytes: self.max_bytes(),
+            page_size,
+            pages,
+            free_pages,
+            max_pages: (max_pages > 0).then_some(max_pages),
+        })
     }
 
     /// Run `f` alone on the writer thread, outside any transaction: it manages its own
@@ -782,47 +957,97 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn run_group(handle: &str, conn: &Connection, mut batch: Vec<Box<dyn GroupJob>>, stats: &DbStats) {
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let err = DataError::sqlite(handle, "begin", &e);
-        for job in batch {
-            job.finish(Err(err.clone()));
+fn run_group(handle: &str, conn: &Connection, batch: Vec<Box<dyn GroupJob>>, stats: &DbStats) {
+    // Jobs that failed: final whatever the commit does (each answers its own error).
+    let mut failed: Vec<Box<dyn GroupJob>> = Vec::new();
+    let mut pending = batch;
+    // Each pass either commits or moves at least the job that lost it into `failed`.
+    loop {
+        if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+            let err = DataError::sqlite(handle, "begin", &e);
+            for job in pending {
+                job.finish(Err(err.clone()));
+            }
+            for job in failed {
+                job.finish(Ok(()));
+            }
+            return;
         }
-        return;
-    }
-    let single = batch.len() == 1;
-    let mut any_ok = false;
-    for job in &mut batch {
-        if single {
-            any_ok = job.run(conn);
+        let single = pending.len() == 1;
+        let mut ok: Vec<Box<dyn GroupJob>> = Vec::with_capacity(pending.len());
+        let mut jobs = pending.into_iter();
+        let mut lost = false;
+        for mut job in jobs.by_ref() {
+            if !single && let Err(e) = exec(conn, "SAVEPOINT job") {
+                tracing::warn!(handle, error = %e, "savepoint failed");
+                job.fail(DataError::sqlite(handle, "savepoint", &e));
+                failed.push(job);
+                continue;
+            }
+            let good = job.run(conn);
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back under this job (SQLITE_FULL, IOERR
+                // or NOMEM in a statement without a statement journal): the job failed with
+                // that error, and the work of the jobs before it is gone with the transaction.
+                if good {
+                    job.fail(DataError::Sqlite {
+                        handle: handle.to_owned(),
+                        op: "write".into(),
+                        message: "the transaction was rolled back under the write".into(),
+                    });
+                }
+                failed.push(job);
+                lost = true;
+                break;
+            }
+            if single {
+                if good {
+                    ok.push(job);
+                } else {
+                    failed.push(job);
+                }
+                continue;
+            }
+            if good {
+                let _ = exec(conn, "RELEASE job");
+                ok.push(job);
+            } else {
+                let _ = exec(conn, "ROLLBACK TO job");
+                let _ = exec(conn, "RELEASE job");
+                failed.push(job);
+            }
+        }
+        if lost {
+            // Nothing of this pass was acknowledged: run the jobs that had succeeded again, in
+            // their order, followed by those not run yet.
+            stats.group_reruns.fetch_add(1, Ordering::Relaxed);
+            pending = ok.into_iter().chain(jobs).collect();
+            if pending.is_empty() {
+                break;
+            }
             continue;
         }
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
-            tracing::warn!(handle, error = %e, "savepoint failed");
-            continue;
-        }
-        if job.run(conn) {
-            any_ok = true;
-            let _ = exec(conn, "RELEASE job");
-        } else {
-            let _ = exec(conn, "ROLLBACK TO job");
-            let _ = exec(conn, "RELEASE job");
-        }
-    }
-    let commit = if any_ok {
-        let t = Instant::now();
-        let r = exec(conn, "COMMIT").map_err(|e| {
+        let commit = if ok.is_empty() {
             let _ = exec(conn, "ROLLBACK");
-            DataError::sqlite(handle, "commit", &e)
-        });
-        add_us(&stats.commit_us, t);
-        r
-    } else {
-        let _ = exec(conn, "ROLLBACK");
-        Ok(())
-    };
-    for job in batch {
-        job.finish(commit.clone());
+            Ok(())
+        } else {
+            let t = Instant::now();
+            let r = exec(conn, "COMMIT").map_err(|e| {
+                if !conn.is_autocommit() {
+                    let _ = exec(conn, "ROLLBACK");
+                }
+                DataError::sqlite(handle, "commit", &e)
+            });
+            add_us(&stats.commit_us, t);
+            r
+        };
+        for job in ok {
+            job.finish(commit.clone());
+        }
+        break;
+    }
+    for job in failed {
+        job.finish(Ok(()));
     }
 }
 
@@ -957,6 +1182,150 @@ mod tests {
             w.await
                 .expect("a queued write runs once the writer is free");
         }
+    }
+
+    /// One row of `x` and `pad` bytes (queued on the future's first poll).
+    fn insert(
+        db: &Db,
+        x: i64,
+        pad: i64,
+    ) -> impl std::future::Future<Output = Result<(), DataError>> {
+        let db = db.clone();
+        async move {
+            db.write(move |c| {
+                c.prepare_cached("INSERT INTO t(x, pad) VALUES (?1, zeroblob(?2))")
+                    .and_then(|mut s| s.execute([x, pad]))
+                    .map(|_| ())
+                    .map_err(|e| DataError::sqlite("t", "insert", &e))
+            })
+            .await
+        }
+    }
+
+    async fn count_rows(db: &Db) -> i64 {
+        let path = db.path().to_owned();
+        db.read(move |c| {
+            c.get(&path)?
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .map_err(|e| DataError::sqlite("t", "count", &e))
+        })
+        .await
+        .expect("count")
+    }
+
+    async fn open_pad(dir: &Path) -> Db {
+        let opts = DbOptions {
+            readers: 1,
+            ..DbOptions::default()
+        };
+        let (db, ()) = Db::open("t", &dir.join("f.sqlite"), &opts, |c| {
+            c.execute_batch("CREATE TABLE t(x INTEGER UNIQUE, pad BLOB)")
+                .map_err(|e| DataError::sqlite("t", "init", &e))
+        })
+        .await
+        .expect("open");
+        db
+    }
+
+    #[tokio::test]
+    async fn group_commit_under_a_full_database_fails_only_the_write_that_does_not_fit() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = open_pad(dir.path()).await;
+        // 200 acknowledged rows, then half of them deleted: the freed pages are room for new
+        // small rows, and the quota freezes the file at its size.
+        for x in 0..200 {
+            insert(&db, x, 400).await.expect("acknowledged write");
+        }
+        db.write(|c| {
+            c.execute("DELETE FROM t WHERE x % 2 = 1", [])
+                .map(|_| ())
+                .map_err(|e| DataError::sqlite("t", "delete", &e))
+        })
+        .await
+        .expect("delete");
+        let before = db.set_max_bytes(1).await.expect("quota");
+        assert!(before.free_pages > 0, "{before:?}");
+        assert_eq!(before.max_pages, Some(before.pages), "frozen at its size");
+
+        // One group: small writes around one that cannot fit. Park the writer so that all of
+        // them are queued before it runs any, then let it take them as one group.
+        let (parked_tx, parked_rx) = oneshot::channel::<()>();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.exclusive(move |_| {
+                    let _ = parked_tx.send(());
+                    let _ = gate_rx.recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        parked_rx.await.expect("parked");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut writes = Vec::new();
+        for (x, pad) in [
+            (1001, 100),
+            (1002, 100),
+            (1003, 1_000_000),
+            (1004, 100),
+            (1005, 100),
+        ] {
+            let mut w = Box::pin(insert(&db, x, pad));
+            assert!(w.as_mut().poll(&mut cx).is_pending(), "queued");
+            writes.push((x, w));
+        }
+        let _ = gate_tx.send(());
+        blocker.await.expect("join").expect("blocker");
+        for (x, w) in writes {
+            let r = w.await;
+            if x == 1003 {
+                assert!(matches!(r, Err(DataError::StorageFull { .. })), "{r:?}");
+            } else {
+                r.unwrap_or_else(|e| panic!("write {x} fits and must commit: {e}"));
+            }
+        }
+        assert!(
+            db.stats().group_reruns.load(Ordering::Relaxed) >= 1,
+            "SQLite rolled the group back whole and the writer ran the others again"
+        );
+        assert_eq!(db.stats().storage_full.load(Ordering::Relaxed), 1);
+        // Every acknowledged row is there: the 100 kept and the four small ones.
+        assert_eq!(count_rows(&db).await, 104);
+        // The small write committed last, so the database no longer reports itself full.
+        assert!(!db.is_full());
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_does_not_fit_answers_storage_full_and_a_raised_quota_lets_it_in() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = open_pad(dir.path()).await;
+        for x in 0..20 {
+            insert(&db, x, 400).await.expect("acknowledged write");
+        }
+        let mut full = db.full_watch();
+        db.set_max_bytes(1).await.expect("quota");
+        let e = insert(&db, 100, 200_000).await.expect_err("does not fit");
+        assert!(e.is_storage_full(), "{e:?}");
+        assert!(e.to_string().contains("'t' is full"), "{e}");
+        assert!(db.is_full() && *full.borrow_and_update());
+        // Reads still work, and every acknowledged row is there.
+        assert_eq!(count_rows(&db).await, 20);
+        let u = db.set_max_bytes(64 * 1024 * 1024).await.expect("raise");
+        assert_eq!(u.max_bytes, 64 * 1024 * 1024);
+        assert!(!db.is_full(), "a changed quota clears the state");
+        insert(&db, 100, 200_000)
+            .await
+            .expect("fits under the raised quota");
+        db.set_max_bytes(0).await.expect("unlimited");
+        assert_eq!(db.usage().await.expect("usage").max_pages, None);
+        insert(&db, 101, 2_000_000).await.expect("no quota");
+        assert_eq!(count_rows(&db).await, 22);
+        db.close().await;
     }
 
     /// Pages of the WAL not yet copied into the main file, read with a fresh connection.

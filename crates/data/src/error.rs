@@ -3,7 +3,9 @@
 //!
 //! The split that matters to callers: `Validation` / `BadRequest` / `Param` are the caller's
 //! fault and name the field and rule; `NotFound` and `VersionConflict` are expected outcomes; `Overloaded`
-//! means "retry later" (a bounded queue was full); `Sqlite` / `Closed` are ours.
+//! means "retry later" (a bounded queue was full); `StorageFull` means "retry once space is
+//! freed" (the database file reached its quota, or the disk is full: SQLite's `SQLITE_FULL`);
+//! `Sqlite` / `Closed` are ours.
 
 use daemonhost_protocol::params::ParamError;
 use daemonhost_runtime::{DaemonError, ErrorCode};
@@ -61,6 +63,17 @@ pub enum DataError {
         /// Which queue (`writer` / `reader`).
         queue: &'static str,
     },
+    /// The write did not fit: the database file reached its quota (`PRAGMA max_page_count`,
+    /// from `[data] max_db_mb`) or the disk is full (`SQLITE_FULL`). Nothing was written.
+    #[error(
+        "database '{handle}' is full during {op}: the write did not fit; free space (delete or archive records, or raise the quota) and retry"
+    )]
+    StorageFull {
+        /// Handle name (`primary`, `archive`, `persona:<id>`).
+        handle: String,
+        /// What we were doing.
+        op: String,
+    },
     /// The database thread has stopped.
     #[error("database '{0}' is closed")]
     Closed(String),
@@ -98,8 +111,14 @@ impl DataError {
         }
     }
 
-    /// Wrap a rusqlite error with context.
+    /// Wrap a rusqlite error with context. `SQLITE_FULL` becomes [`DataError::StorageFull`].
     pub fn sqlite(handle: &str, op: impl Into<String>, e: &rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return DataError::StorageFull {
+                handle: handle.to_owned(),
+                op: op.into(),
+            };
+        }
         DataError::Sqlite {
             handle: handle.to_owned(),
             op: op.into(),
@@ -125,9 +144,15 @@ impl DataError {
             DataError::Param(e) => e.code(),
             DataError::NotFound { .. } => ErrorCode::NotFound,
             DataError::Overloaded { .. } => ErrorCode::Overloaded,
+            DataError::StorageFull { .. } => ErrorCode::StorageFull,
             DataError::Closed(_) => ErrorCode::Unavailable,
             DataError::Sqlite { .. } | DataError::Io { .. } => ErrorCode::Internal,
         }
+    }
+
+    /// Whether the write was refused for lack of space.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, DataError::StorageFull { .. })
     }
 
     /// The answer a daemon sends for this error.
@@ -185,6 +210,33 @@ mod tests {
         .into();
         assert_eq!(d.code, ErrorCode::NotFound);
         assert!(d.message.contains("u1"));
+    }
+
+    #[test]
+    fn sqlite_full_is_storage_full_on_both_paths() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let e = DataError::sqlite("primary", "write", &full);
+        assert!(e.is_storage_full(), "{e:?}");
+        assert_eq!(e.code(), ErrorCode::StorageFull);
+        // The data client keeps the code (no variant of its own: callers do not act on it
+        // beyond retrying later), and the routed path classifies the daemon's answer the same.
+        let local = daemonhost_data_client::DataClientError::from(e.clone());
+        let routed = daemonhost_data_client::DataClientError::from_routed(e.to_daemon_error());
+        assert_eq!(local.code(), ErrorCode::StorageFull);
+        assert_eq!(local, routed);
+        assert!(local.is_storage_full());
+        // Any other SQLite failure stays ours.
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert_eq!(
+            DataError::sqlite("primary", "write", &other).code(),
+            ErrorCode::Internal
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@
 //! - `data/truncate {collection}` → `{collection, deleted}`
 //! - `data/schema {collection?}` → one schema, or `{collections, problems}`
 //! - `data/collections` (alias `data/list-collections`) → `{collections: [{name, fields, indexes, archive, source}], problems}`
-//! - `data/stats` → per-handle counters, the schema migration report and deferred-init results
+//! - `data/stats` → per-handle counters (with `storageFull`, `groupReruns`, `full` and the space
+//!   used), the schema migration report and deferred-init results
+//! - `data/quota {maxDbMb?, maxArchiveFileMb?}` → the quotas and the space `primary` uses;
+//!   either param changes that quota until the host stops (0 = unlimited). A write that does not
+//!   fit answers `storage_full`; `health/status` details say `storage.full`.
 #![forbid(unsafe_code)]
 
 pub mod archive;
@@ -52,11 +56,11 @@ pub mod store;
 pub mod value;
 
 pub use archive::{ArchiveConfig, ArchiveDaemon, ArchiveStatus};
-pub use daemon::{DataConfig, DataDaemon, DataState, MAX_BATCH, StoreSlot};
-pub use engine::{Db, DbOptions};
+pub use daemon::{DataConfig, DataDaemon, DataState, MAX_BATCH, MAX_QUOTA_MB, StoreSlot};
+pub use engine::{Db, DbOptions, Usage};
 pub use error::DataError;
 pub use schema::{CollectionSchema, FieldDef, FieldType, SchemaProblem, SchemaSet};
 pub use store::{
     BatchOp, BatchOutput, BatchReturn, DataStore, DeferredReport, Handle, ListParams, Page,
-    StoreConfig,
+    QuotaReport, StoreConfig,
 };

@@ -28,6 +28,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub struct StoreConfig {
     pub primary: DbOptions,
     /// Tuning of each persona database.
     pub persona: DbOptions,
+    /// Cap of each archive file, bytes (0 = none); `primary`'s quota is `primary.max_bytes`.
+    pub archive_max_file_bytes: u64,
 }
 
 impl StoreConfig {
@@ -61,6 +64,7 @@ impl StoreConfig {
                 background_checkpoint: false,
                 ..DbOptions::default()
             },
+            archive_max_file_bytes: 0,
         }
     }
 
@@ -109,6 +113,18 @@ impl CollSql {
             schema,
         }
     }
+}
+
+/// The quotas in force and the space `primary` uses ([`DataStore::quota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaReport {
+    /// `primary`: its quota (`maxBytes`, 0 = unlimited) and pages.
+    pub primary: crate::engine::Usage,
+    /// Whether `primary`'s latest write was refused for lack of space.
+    pub full: bool,
+    /// Cap of each archive file, bytes (0 = none).
+    pub max_archive_file_bytes: u64,
 }
 
 /// What deferred init did.
@@ -204,9 +220,11 @@ impl DataStore {
         for w in &apply.warnings {
             tracing::warn!(warning = %w, "schema migration");
         }
+        let archive = ArchiveFiles::new(config.archive_dir(), files);
+        archive.set_max_file_bytes(config.archive_max_file_bytes);
         Ok(DataStore {
             inner: Arc::new(StoreInner {
-                archive: Arc::new(ArchiveFiles::new(config.archive_dir(), files)),
+                archive: Arc::new(archive),
                 config,
                 schemas,
                 colls,
@@ -236,6 +254,31 @@ impl DataStore {
     /// The archive files.
     pub fn archive_files(&self) -> &Arc<ArchiveFiles> {
         &self.inner.archive
+    }
+
+    /// The quotas and the space `primary` uses.
+    pub async fn quota(&self) -> Result<QuotaReport, DataError> {
+        Ok(QuotaReport {
+            primary: self.inner.primary.usage().await?,
+            full: self.inner.primary.is_full(),
+            max_archive_file_bytes: self.inner.archive.max_file_bytes(),
+        })
+    }
+
+    /// Change the quotas until the store closes (`None` keeps one; 0 = unlimited): `primary`'s
+    /// applies to its next write, the archive files' to the next archive batch.
+    pub async fn set_quota(
+        &self,
+        max_db_bytes: Option<u64>,
+        max_archive_file_bytes: Option<u64>,
+    ) -> Result<QuotaReport, DataError> {
+        if let Some(b) = max_db_bytes {
+            self.inner.primary.set_max_bytes(b).await?;
+        }
+        if let Some(b) = max_archive_file_bytes {
+            self.inner.archive.set_max_file_bytes(b);
+        }
+        self.quota().await
     }
 
     /// What schema application did at open.
@@ -474,26 +517,36 @@ impl DataStore {
             // Nobody listening: skip building event payloads.
             let events = events && db2.has_subscribers();
             let build = events || ret == BatchReturn::Records;
-            for (i, (op, c)) in ops.into_iter().zip(colls).enumerate() {
+            // By reference: the job may run again (engine: a group rolled back whole).
+            for (i, (op, c)) in ops.iter().zip(&colls).enumerate() {
                 let at = |e: DataError| if many { prefix_op(i, e) } else { e };
                 let (topic, id, rec) = match op {
                     BatchOp::Create { id, data, .. } => {
-                        let w = insert_record(conn, &hname, &store, &c, id, data, &mut ctx, build)
-                            .map_err(at)?;
-                        ("created", w.id, w.record)
+                        let w = insert_record(
+                            conn,
+                            &hname,
+                            &store,
+                            c,
+                            id.as_deref(),
+                            data,
+                            &mut ctx,
+                            build,
+                        )
+                        .map_err(at)?;
+                        ("created", Cow::Owned(w.id), w.record)
                     }
                     BatchOp::Update {
                         id, data, version, ..
                     } => {
                         let rec =
-                            update_record(conn, &hname, &store, &c, &id, &data, version, &mut ctx)
+                            update_record(conn, &hname, &store, c, id, data, *version, &mut ctx)
                                 .map_err(at)?;
-                        ("updated", id, Some(rec))
+                        ("updated", Cow::Borrowed(id.as_str()), Some(rec))
                     }
                     BatchOp::Delete { id, .. } => {
                         ctx.seen.clear();
-                        let rec = delete_record(conn, &hname, &c, &id).map_err(at)?;
-                        ("deleted", id, Some(rec))
+                        let rec = delete_record(conn, &hname, c, id).map_err(at)?;
+                        ("deleted", Cow::Borrowed(id.as_str()), Some(rec))
                     }
                 };
                 if let Some(rec) = rec {
@@ -508,7 +561,7 @@ impl DataStore {
                     }
                 }
                 if ret == BatchReturn::Ids {
-                    ids.push(id);
+                    ids.push(id.into_owned());
                 }
             }
             let out = match ret {
@@ -973,14 +1026,14 @@ fn insert_record<'c>(
     handle: &str,
     store: &StoreInner,
     c: &Arc<CollSql>,
-    id: Option<String>,
-    mut data: Map<String, Value>,
+    id: Option<&str>,
+    data: &Map<String, Value>,
     ctx: &mut JobCtx<'c>,
     build: bool,
 ) -> Result<Created, DataError> {
     let coll = &c.schema.collection;
-    let mut id = id;
-    for (k, v) in &data {
+    let mut id = id.map(str::to_owned);
+    for (k, v) in data {
         if k == "id" {
             match (v.as_str(), &id) {
                 (Some(s), None) => id = Some(s.to_owned()),
@@ -1050,7 +1103,8 @@ fn insert_record<'c>(
     if !build {
         return Ok(Created { id, record: None });
     }
-    // The record is `data` completed in place: text and JSON stored as given stay as they are
+    // The record is a copy of `data` (the job may run again, so `data` stays as given),
+    // completed in place: text and JSON stored as given stay as they are
     // (equal to what was stored; JSON echoes the given value instead of re-parsing it), the
     // rest comes from what was bound. Only keys that came in `data` need a lookup; the others
     // (system fields other than a given `id`, defaults, absent fields) are inserted directly.
@@ -1068,17 +1122,18 @@ fn insert_record<'c>(
             }
         })
         .collect();
+    let mut record = data.clone();
     for (col, (set, present)) in c.cols.iter().zip(sets) {
         let Some(v) = set else { continue };
-        if present && let Some(slot) = data.get_mut(&col.name) {
+        if present && let Some(slot) = record.get_mut(&col.name) {
             *slot = v;
             continue;
         }
-        data.insert(col.name.clone(), v);
+        record.insert(col.name.clone(), v);
     }
     Ok(Created {
         id,
-        record: Some(Value::Object(data)),
+        record: Some(Value::Object(record)),
     })
 }
 

@@ -1246,3 +1246,271 @@ async fn data_params_errors_follow_the_protocol_contract() {
     }
     rt.shutdown().await;
 }
+
+// ---- Under a full disk: the quota of primary and of the archive files ----
+
+/// `blobs`: records of one big string, to fill a database quickly.
+fn blobs_schema(dir: &Path) {
+    write_schema(
+        dir,
+        "blobs.json",
+        &json!({"collection": "blobs", "fields": [{"name": "body", "type": "string"}]}),
+    );
+}
+
+async fn blob(rt: &Runtime, size: usize) -> Result<String, daemonhost_runtime::DaemonError> {
+    let r = ask(
+        rt,
+        "data/create",
+        json!({"collection": "blobs", "data": {"body": "x".repeat(size)}}),
+    )
+    .await?;
+    Ok(r["id"].as_str().expect("id").to_owned())
+}
+
+/// Create 8 KiB records until one answers `storage_full`; returns the acknowledged ids.
+async fn fill(rt: &Runtime, acked: &mut Vec<String>) -> daemonhost_runtime::DaemonError {
+    for _ in 0..10_000 {
+        match blob(rt, 8192).await {
+            Ok(id) => acked.push(id),
+            Err(e) => return e,
+        }
+    }
+    panic!("the quota never filled");
+}
+
+fn data_state(rt: &Runtime) -> (daemonhost_runtime::LifecycleState, Value) {
+    let r = rt
+        .reports()
+        .into_iter()
+        .find(|r| r.name == "data")
+        .expect("data report");
+    (r.state, r.details.unwrap_or(Value::Null))
+}
+
+async fn all_readable(rt: &Runtime, acked: &[String]) {
+    for id in acked {
+        ok(rt, "data/read", json!({"collection": "blobs", "id": id})).await;
+    }
+    let n = ok(rt, "data/count", json!({"collection": "blobs"})).await;
+    assert_eq!(
+        n["count"],
+        acked.len(),
+        "every acknowledged record is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_full_primary_answers_storage_full_keeps_every_acknowledged_write_and_keeps_serving_reads()
+ {
+    let dir = tempfile::tempdir().expect("tmp");
+    blobs_schema(dir.path());
+    let (rt, _) = boot(dir.path()).await;
+    let q = ok(&rt, "data/quota", json!({"maxDbMb": 2})).await;
+    assert_eq!(q["maxDbMb"], 2, "{q}");
+    let mut acked = Vec::new();
+    let e = fill(&rt, &mut acked).await;
+    assert_eq!(e.code, ErrorCode::StorageFull, "{e}");
+    assert!(e.message.contains("'primary' is full"), "{e}");
+    assert!(!acked.is_empty());
+    // Reads keep working and find every acknowledged record; the daemon stays READY and says
+    // it is full.
+    all_readable(&rt, &acked).await;
+    let page = ok(&rt, "data/list", json!({"collection": "blobs", "limit": 5})).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(5));
+    let (state, details) = data_state(&rt);
+    assert_eq!(state, daemonhost_runtime::LifecycleState::Ready);
+    assert_eq!(details["storage"]["full"], true, "{details}");
+    assert_eq!(details["storage"]["maxDbMb"], 2, "{details}");
+    let stats = ok(&rt, "data/stats", json!({})).await;
+    assert_eq!(stats["primary"]["full"], true, "{stats}");
+    assert!(
+        stats["primary"]["storageFull"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    // Still full for the next write of the same size; the host answers it the same way.
+    assert_eq!(
+        blob(&rt, 8192).await.expect_err("full").code,
+        ErrorCode::StorageFull
+    );
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delete_frees_room_in_a_full_primary_and_writes_resume_without_vacuum() {
+    let dir = tempfile::tempdir().expect("tmp");
+    blobs_schema(dir.path());
+    let (rt, _) = boot(dir.path()).await;
+    ok(&rt, "data/quota", json!({"maxDbMb": 2})).await;
+    let mut acked = Vec::new();
+    fill(&rt, &mut acked).await;
+    let before = ok(&rt, "data/quota", json!({})).await;
+    // Delete 40 records: their pages go to SQLite's free list, and new rows reuse them (the
+    // file does not shrink: no VACUUM).
+    for id in acked.drain(..40) {
+        ok(&rt, "data/delete", json!({"collection": "blobs", "id": id})).await;
+    }
+    let freed = ok(&rt, "data/quota", json!({})).await;
+    assert!(
+        freed["primary"]["freePages"].as_u64() > before["primary"]["freePages"].as_u64(),
+        "{before} -> {freed}"
+    );
+    assert_eq!(
+        freed["primary"]["pages"], before["primary"]["pages"],
+        "same file size"
+    );
+    assert_eq!(freed["full"], false, "a committed delete clears the state");
+    for i in 0..20 {
+        let id = blob(&rt, 8192)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the delete: {e}"));
+        acked.push(id);
+    }
+    let after = ok(&rt, "data/quota", json!({})).await;
+    assert!(
+        after["primary"]["freePages"].as_u64() < freed["primary"]["freePages"].as_u64(),
+        "the new rows took freed pages: {freed} -> {after}"
+    );
+    assert_eq!(after["primary"]["pages"], before["primary"]["pages"]);
+    all_readable(&rt, &acked).await;
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_raised_quota_at_run_time_lets_the_refused_write_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    blobs_schema(dir.path());
+    let (rt, _) = boot(dir.path()).await;
+    ok(&rt, "data/quota", json!({"maxDbMb": 2})).await;
+    let mut acked = Vec::new();
+    fill(&rt, &mut acked).await;
+    let q = ok(&rt, "data/quota", json!({"maxDbMb": 8})).await;
+    assert_eq!(
+        (q["maxDbMb"].as_u64(), q["full"].as_bool()),
+        (Some(8), Some(false)),
+        "{q}"
+    );
+    assert_eq!(data_state(&rt).1["storage"]["maxDbMb"], 8);
+    for _ in 0..50 {
+        acked.push(blob(&rt, 8192).await.expect("room under the raised quota"));
+    }
+    // Back to unlimited.
+    let q = ok(&rt, "data/quota", json!({"maxDbMb": 0})).await;
+    assert_eq!(q["primary"]["maxPages"], Value::Null, "{q}");
+    acked.push(blob(&rt, 4 * 1024 * 1024).await.expect("no quota"));
+    all_readable(&rt, &acked).await;
+    // Out of range is refused and changes nothing.
+    let e = ask(&rt, "data/quota", json!({"maxDbMb": 1u64 << 40}))
+        .await
+        .expect_err("range");
+    assert_eq!(e.code, ErrorCode::Validation, "{e}");
+    rt.shutdown().await;
+}
+
+/// 130 `logs` rows of about 1.5 KiB each (two to a 4 KiB page): archiving moves the 80 oldest.
+async fn big_logs(rt: &Runtime) {
+    let ops: Vec<Value> = (0..130)
+        .map(|i| {
+            json!({"operation": "create", "collection": "logs", "id": format!("l{i:04}"),
+                        "data": {"seq": i, "msg": "m".repeat(1500)}})
+        })
+        .collect();
+    ok(rt, "data/batch", json!({"operations": ops})).await;
+}
+
+#[tokio::test]
+async fn archiving_into_a_full_archive_file_fails_cleanly_loses_no_row_and_succeeds_once_there_is_room()
+ {
+    let dir = tempfile::tempdir().expect("tmp");
+    logs_schema(dir.path());
+    let (rt, slot) = boot_with_archive(dir.path(), Default::default()).await;
+    big_logs(&rt).await;
+    let store = slot.get().expect("store");
+    // A cap an empty archive file cannot take a batch under (its tables alone fill it).
+    store.set_quota(None, Some(16 * 1024)).await.expect("cap");
+    let r = ok(&rt, "archive/run", json!({})).await;
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("full")),
+        "{r}"
+    );
+    let st = ok(&rt, "archive/status", json!({})).await;
+    assert_eq!(st["lastErrorCode"], "storage_full", "{st}");
+    assert_eq!(st["failedRuns"], 1, "{st}");
+    assert_eq!(
+        assert_conserved(&store, 130).await,
+        (130, 0),
+        "nothing moved"
+    );
+    // Retried: a second run fails the same way and still loses nothing.
+    ok(&rt, "archive/run", json!({})).await;
+    assert_eq!(assert_conserved(&store, 130).await, (130, 0));
+    // Room again (the cap lifted at run time): the next run moves the rows.
+    ok(&rt, "data/quota", json!({"maxArchiveFileMb": 0})).await;
+    let r = ok(&rt, "archive/run", json!({})).await;
+    assert_eq!(r["moved"]["logs"], 80, "{r}");
+    assert_eq!(assert_conserved(&store, 130).await, (50, 80));
+    let st = ok(&rt, "archive/status", json!({})).await;
+    assert!(st.get("lastErrorCode").is_none(), "{st}");
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_archive_file_is_followed_by_the_next_and_no_row_is_lost() {
+    let dir = tempfile::tempdir().expect("tmp");
+    logs_schema(dir.path());
+    let (rt, slot) = boot_with_archive(dir.path(), Default::default()).await;
+    big_logs(&rt).await;
+    let store = slot.get().expect("store");
+    // Room for one batch of 20 rows per file (an archive file's tables take 9 pages, a batch
+    // about 11 more: 28 pages hold one batch, not two); by rows alone (60 per file) 80 rows
+    // would need two files.
+    let cap = 112 * 1024;
+    store.set_quota(None, Some(cap)).await.expect("cap");
+    let r = ok(&rt, "archive/run", json!({})).await;
+    assert_eq!(r["moved"]["logs"], 80, "{r}");
+    assert_eq!(assert_conserved(&store, 130).await, (50, 80));
+    let files = store.archive_files().list();
+    assert!(files.len() >= 3, "rotated when full: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(f).expect("archive file").len();
+        assert!(len <= cap, "{} is {len} bytes, above the cap", f.display());
+    }
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn archiving_frees_room_in_a_full_primary_and_writes_resume() {
+    let dir = tempfile::tempdir().expect("tmp");
+    logs_schema(dir.path());
+    let (rt, slot) = boot_with_archive(dir.path(), Default::default()).await;
+    ok(&rt, "data/quota", json!({"maxDbMb": 2})).await;
+    let log = |seq: usize| {
+        json!({"collection": "logs", "id": format!("l{seq:05}"),
+               "data": {"seq": seq, "msg": "m".repeat(8192)}})
+    };
+    let mut seq = 0;
+    let err = loop {
+        match ask(&rt, "data/create", log(seq)).await {
+            Ok(_) => seq += 1,
+            Err(e) => break e,
+        }
+        assert!(seq < 10_000, "the quota never filled");
+    };
+    assert_eq!(err.code, ErrorCode::StorageFull, "{err}");
+    assert!(seq > 100, "past the archive rule: {seq} rows");
+    // The archive moves rows out (it only deletes in primary, so it runs on a full one) ...
+    let store = slot.get().expect("store");
+    let mut moved = 0;
+    while assert_conserved(&store, seq).await.0 > 50 {
+        let r = ok(&rt, "archive/run", json!({})).await;
+        moved += r["moved"]["logs"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    }
+    assert!(moved > 0);
+    // ... and the refused write fits now, with more after it.
+    for _ in 0..20 {
+        ok(&rt, "data/create", log(seq)).await;
+        seq += 1;
+    }
+    assert_conserved(&store, seq).await;
+    rt.shutdown().await;
+}

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Unavailable,
     /// A bounded queue is full; retry later.
     Overloaded,
+    /// A write did not fit: the database (or disk) is full. Nothing acknowledged is lost;
+    /// retry once space is freed.
+    StorageFull,
     /// The host is stopping.
     ShuttingDown,
     /// A frame declared a length above the maximum.
@@ -32,7 +35,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::Validation,
@@ -40,6 +43,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Unavailable,
         ErrorCode::Overloaded,
+        ErrorCode::StorageFull,
         ErrorCode::ShuttingDown,
         ErrorCode::FrameTooLarge,
         ErrorCode::Internal,
@@ -55,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::Internal => "internal",

@@ -12,8 +12,16 @@
 //! the logger daemon itself (`daemon = "logger"`) are skipped, so writing a log line can never
 //! produce another one. Daemons that want a line in their file without going through `tracing`
 //! call [`log`].
+//!
+//! **A full disk.** The logger drops and counts lines it has no room for (ENOSPC, or the
+//! directory's quota `[workers] max_log_mb`) and resumes by itself when there is room
+//! (`daemonhost_workers::logger`); callers are never held up. Every second this daemon reads
+//! both placements' counters (the worker's with a direct supervisor call, not counted as a
+//! served request) into its `health/status` details: `logFiles {full, droppedFull,
+//! writeErrors}`, summed over the placements (each counts only the lines it was given).
 
 use crate::placed::{Placed, Placement, WorkerOptions};
+use daemonhost_runtime::supervisor::WorkerState;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
 };
@@ -200,30 +208,62 @@ pub async fn log(
 pub struct LoggerDaemon {
     placement: Placement,
     options: WorkerOptions,
+    max_log_bytes: u64,
 }
 
 impl LoggerDaemon {
     /// A logger daemon writing under `options.data_dir/logs`.
     pub fn new(placement: Placement, options: WorkerOptions) -> Self {
-        LoggerDaemon { placement, options }
+        LoggerDaemon {
+            placement,
+            options,
+            max_log_bytes: 0,
+        }
+    }
+
+    /// Cap `DIR/logs` at `bytes` (0 = none, the default): lines past it are dropped and
+    /// counted, in both placements.
+    pub fn with_max_log_bytes(mut self, bytes: u64) -> Self {
+        self.max_log_bytes = bytes;
+        self
     }
 }
 
-fn counters_json() -> Value {
+/// How often the files' counters are read into the details.
+const FILES_STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// The daemon-specific details: the per-daemon log counters, and the files' counters as last
+/// read (`files`).
+fn counters_json(files: &Mutex<Value>) -> Value {
     let c = &channel().1;
     json!({"daemonLogs": {
         "forwarded": c.forwarded.load(Ordering::Relaxed),
         "dropped": c.dropped.load(Ordering::Relaxed),
         "failedBatches": c.failed.load(Ordering::Relaxed),
-    }})
+    }, "logFiles": files.lock().clone()})
+}
+
+/// `{full, droppedFull, writeErrors}` of both placements.
+async fn files_stats(placed: &Placed<LoggerService>) -> Value {
+    let local = placed.fallback().logger().stats();
+    let (mut full, mut dropped, mut errors) = (local.full, local.dropped_full, local.write_errors);
+    if let Some(sup) = placed.supervisor()
+        && sup.status().state == WorkerState::Up
+        && let Ok(w) = sup.call("log/stats", json!({}), FILES_STATS_EVERY).await
+    {
+        full |= w["full"].as_bool().unwrap_or(false);
+        dropped += w["droppedFull"].as_u64().unwrap_or(0);
+        errors += w["writeErrors"].as_u64().unwrap_or(0);
+    }
+    json!({"full": full, "droppedFull": dropped, "writeErrors": errors})
 }
 
 /// Drain the layer's channel into `log/write-batch` calls until the daemon stops.
-fn spawn_drain(ctx: &Context, placed: &Arc<Placed<LoggerService>>) {
+fn spawn_drain(ctx: &Context, placed: &Arc<Placed<LoggerService>>, files: &Arc<Mutex<Value>>) {
     let Some(mut rx) = channel().1.rx.lock().take() else {
         return;
     };
-    let (ctx2, placed) = (ctx.clone(), Arc::clone(placed));
+    let (ctx2, placed, files) = (ctx.clone(), Arc::clone(placed), Arc::clone(files));
     ctx.spawn(async move {
         let mut buf = Vec::with_capacity(DRAIN_BATCH);
         while rx.recv_many(&mut buf, DRAIN_BATCH).await > 0 {
@@ -259,7 +299,7 @@ fn spawn_drain(ctx: &Context, placed: &Arc<Placed<LoggerService>>) {
                 Ok(_) => c.forwarded.fetch_add(n, Ordering::Relaxed),
                 Err(_) => c.failed.fetch_add(1, Ordering::Relaxed),
             };
-            placed.set_extra(counters_json());
+            placed.set_extra(counters_json(&files));
         }
     });
 }
@@ -301,12 +341,37 @@ impl Daemon for LoggerDaemon {
     async fn start(&self, ctx: &Context) -> Result<Self::State, BoxError> {
         // Creating the log directory and the writer thread is blocking I/O: off the async workers.
         let root = self.options.data_dir.join("logs");
+        let max_bytes = self.max_log_bytes;
         let service = ctx
-            .spawn_blocking(move || LoggerService::new(LoggerConfig::new(root)))
+            .spawn_blocking(move || {
+                LoggerService::new(LoggerConfig {
+                    max_bytes,
+                    ..LoggerConfig::new(root)
+                })
+            })
             .await??;
-        let placed = Placed::start(ctx, "logger", self.placement, &self.options, service, false)?;
-        placed.set_extra(counters_json());
-        spawn_drain(ctx, &placed);
+        let mut options = self.options.clone();
+        if max_bytes > 0 {
+            options
+                .extra_args
+                .extend(["--max-log-bytes".to_owned(), max_bytes.to_string()]);
+        }
+        let placed = Placed::start(ctx, "logger", self.placement, &options, service, false)?;
+        let files = Arc::new(Mutex::new(
+            json!({"full": false, "droppedFull": 0, "writeErrors": 0}),
+        ));
+        placed.set_extra(counters_json(&files));
+        spawn_drain(ctx, &placed, &files);
+        let (p2, f2) = (Arc::clone(&placed), files);
+        ctx.timers()
+            .register_interval("log-files", FILES_STATS_EVERY, move || {
+                let (placed, files) = (Arc::clone(&p2), Arc::clone(&f2));
+                async move {
+                    let v = files_stats(&placed).await;
+                    *files.lock() = v;
+                    placed.set_extra(counters_json(&files));
+                }
+            })?;
         Ok(placed)
     }
 

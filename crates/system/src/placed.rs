@@ -91,6 +91,9 @@ pub struct WorkerOptions {
     pub stop_grace: Duration,
     /// How often `health/status` details are refreshed besides on every state change.
     pub status_interval: Duration,
+    /// Arguments appended to the worker's command line (a daemon's own settings, e.g. the
+    /// logger's `--max-log-bytes N`).
+    pub extra_args: Vec<String>,
 }
 
 impl WorkerOptions {
@@ -110,6 +113,7 @@ impl WorkerOptions {
             max_backoff: d.max_backoff,
             stop_grace: d.stop_grace,
             status_interval: Duration::from_millis(500),
+            extra_args: Vec::new(),
         }
     }
 
@@ -136,12 +140,16 @@ impl WorkerOptions {
             None => std::env::current_exe()?,
         };
         let data_dir = std::path::absolute(&self.data_dir)?;
-        let mut spec = WorkerSpec::new(kind, kind, program, self.socket_path(kind)?).args([
-            "worker".to_owned(),
-            kind.to_owned(),
-            "--data-dir".to_owned(),
-            data_dir.to_string_lossy().into_owned(),
-        ]);
+        let mut spec = WorkerSpec::new(kind, kind, program, self.socket_path(kind)?).args(
+            [
+                "worker".to_owned(),
+                kind.to_owned(),
+                "--data-dir".to_owned(),
+                data_dir.to_string_lossy().into_owned(),
+            ]
+            .into_iter()
+            .chain(self.extra_args.iter().cloned()),
+        );
         spec.ping_interval = self.ping_interval;
         spec.ping_timeout = self.ping_timeout;
         spec.max_missed_pings = self.max_missed_pings.max(1);
@@ -175,6 +183,8 @@ pub struct WorkersConfig {
     pub options: WorkerOptions,
     /// Where the search daemon reads `chat_messages` (the data daemon's slot).
     pub store: daemonhost_data_client::DataClient,
+    /// The logger's quota of `DIR/logs`, bytes (0 = none): `[workers] max_log_mb`.
+    pub max_log_bytes: u64,
 }
 
 const ANSWERED_NONE: u8 = 0;

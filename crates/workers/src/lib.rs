@@ -24,7 +24,9 @@
 //! calls on the async workers. One thread that owns every handle needs no locks, keeps each
 //! file's lines in order, batches writes through a `BufWriter` per file, and is the one place
 //! that notices a deleted or rotated file. Callers only format lines and hand over a batch on a
-//! bounded channel; a full queue is answered `overloaded`, never dropped silently.
+//! bounded channel; a full queue is answered `overloaded`, never dropped silently. A full disk
+//! (or the directory's quota) is the writer's problem alone: it drops and counts the lines it
+//! has no room for, and callers never wait for it.
 //!
 //! # Modules
 //! - [`service`]: the [`WorkerService`] trait and [`ServiceCommand`] (with `idempotent`, which
@@ -44,8 +46,8 @@ pub mod service;
 pub use error::WorkerError;
 pub use logger::{Logger, LoggerConfig, LoggerService};
 pub use process::{
-    KNOWN_KINDS, PROTOCOL_VERSION, ServeConfig, WORKER_VERSION, run_worker, serve_connection,
-    serve_connection_with,
+    KNOWN_KINDS, PROTOCOL_VERSION, ServeConfig, WORKER_VERSION, run_worker, run_worker_with,
+    serve_connection, serve_connection_with,
 };
 pub use search::{MessageIndex, MessageIndexConfig, SearchConfig, SearchService};
 pub use service::{ServiceCommand, WorkerService};

@@ -25,6 +25,14 @@
 //!   [`validate_category`] (no traversal possible). An LRU keeps at most `max_open_files` open.
 //!   Deleted or rotated files are reopened (by the writer thread); lines flushed to a file between its
 //!   deletion and the next identity check (≤ one flush interval) go to the deleted inode.
+//! - **No room → lines are dropped and counted, nobody waits.** A write failing for lack of
+//!   space (ENOSPC, EDQUOT, EFBIG), or one that would take the directory past `max_bytes`
+//!   (`[workers] max_log_mb`, 0 = no quota), drops its lines in the writer thread and counts them
+//!   in `droppedFull`; `full` says it is happening (`log/stats`, and `health/status` through the
+//!   logger daemon). Callers are not told per line (their lines were accepted; the queue and its
+//!   `overloaded` are unchanged), so a full disk never blocks or fails the host's code that
+//!   logs. Writing resumes by itself once there is room, with a notice of the count in each
+//!   category's file (see `writer`).
 //! - Why a thread and not tokio::fs: one owner of all handles means no locks on files, ordered
 //!   appends per file, and blocking `write` calls never touch the async workers.
 
@@ -49,7 +57,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 pub use format::{Level, MAX_CATEGORY_DEPTH, MAX_CATEGORY_LEN, rfc3339_millis, validate_category};
-pub use writer::BURST_QUIET;
+pub use writer::{BURST_QUIET, RESCAN, RESCAN_FULL};
 
 use crate::WorkerError;
 use crate::service::{ServiceCommand, WorkerService, bad_request, unknown_command, validation};
@@ -77,6 +85,9 @@ pub struct LoggerConfig {
     pub burst: u32,
     /// Categories tracked by the rate limiter and counted in stats (default 10 000).
     pub max_categories: usize,
+    /// Quota of the directory (every file under `root`), bytes; 0 = none (the default: the
+    /// disk is the limit). Lines that would take it past are dropped and counted.
+    pub max_bytes: u64,
 }
 
 impl LoggerConfig {
@@ -91,6 +102,7 @@ impl LoggerConfig {
             rate_per_sec: 10_000,
             burst: 20_000,
             max_categories: 10_000,
+            max_bytes: 0,
         }
     }
 }
@@ -133,8 +145,16 @@ pub struct LoggerStats {
     pub dropped_queue: u64,
     /// Lines dropped by the per-category rate limit.
     pub dropped_rate: u64,
-    /// Lines lost to file errors (open or write failures).
+    /// Lines lost to file errors other than a lack of room (open or write failures).
     pub write_errors: u64,
+    /// Lines dropped because there was no room: the disk (ENOSPC, EDQUOT, EFBIG) or the
+    /// directory's quota (`max_bytes`).
+    pub dropped_full: u64,
+    /// Whether lines are being dropped for lack of room now.
+    pub full: bool,
+    /// With a quota: the directory's size as last measured plus what was written since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
     /// Files open now.
     pub open_files: usize,
     /// Distinct categories written since start (saturates at `max_categories`).
@@ -160,6 +180,9 @@ pub(crate) struct Shared {
     dropped_queue: AtomicU64,
     dropped_rate: AtomicU64,
     write_errors: AtomicU64,
+    dropped_full: AtomicU64,
+    full: AtomicBool,
+    log_bytes: AtomicU64,
     open_files: AtomicUsize,
     categories: AtomicUsize,
     closed: AtomicBool,
@@ -276,6 +299,9 @@ impl Logger {
             dropped_queue: AtomicU64::new(0),
             dropped_rate: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            dropped_full: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            log_bytes: AtomicU64::new(0),
             open_files: AtomicUsize::new(0),
             categories: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -526,6 +552,9 @@ impl Logger {
             dropped_queue: s.dropped_queue.load(Ordering::Relaxed),
             dropped_rate: s.dropped_rate.load(Ordering::Relaxed),
             write_errors: s.write_errors.load(Ordering::Relaxed),
+            dropped_full: s.dropped_full.load(Ordering::Relaxed),
+            full: s.full.load(Ordering::Relaxed),
+            log_bytes: (s.cfg.max_bytes > 0).then(|| s.log_bytes.load(Ordering::Relaxed)),
             open_files: s.open_files.load(Ordering::Relaxed),
             categories: s.categories.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
@@ -557,7 +586,7 @@ const COMMANDS: &[ServiceCommand] = &[
     ),
     ServiceCommand::new(
         "log/stats",
-        "counters -> {linesWritten, bytesWritten, droppedQueue, droppedRate, writeErrors, openFiles, categories, queued}",
+        "counters -> {linesWritten, bytesWritten, droppedQueue, droppedRate, writeErrors, droppedFull, full, logBytes?, openFiles, categories, queued}",
         true,
     ),
 ];

@@ -315,10 +315,24 @@ async fn connect_and_serve<S: WorkerService>(service: S, socket: &Path) -> Resul
 /// `data_dir/logs`; `"search"`: an empty index the host feeds), serve until EOF or
 /// `worker/shutdown`, then shut the service down. An unknown kind fails before connecting.
 pub async fn run_worker(kind: &str, socket: &Path, data_dir: &Path) -> Result<(), WorkerError> {
+    run_worker_with(kind, socket, data_dir, 0).await
+}
+
+/// [`run_worker`] with the logger's quota of `DIR/logs` in bytes (`--max-log-bytes`, 0 = none;
+/// see [`LoggerConfig::max_bytes`]).
+pub async fn run_worker_with(
+    kind: &str,
+    socket: &Path,
+    data_dir: &Path,
+    max_log_bytes: u64,
+) -> Result<(), WorkerError> {
     match kind {
         "search" => connect_and_serve(SearchService::default(), socket).await,
         "logger" => {
-            let service = LoggerService::new(LoggerConfig::new(data_dir.join("logs")))?;
+            let service = LoggerService::new(LoggerConfig {
+                max_bytes: max_log_bytes,
+                ..LoggerConfig::new(data_dir.join("logs"))
+            })?;
             connect_and_serve(service, socket).await
         }
         other => Err(WorkerError::UnknownKind {

@@ -1,4 +1,5 @@
-//! Logger service: files, batching, reopen, rate-limit notices, stats, shutdown.
+//! Logger service: files, batching, reopen, rate-limit notices, stats, shutdown, a full disk
+//! and the directory's quota.
 
 use std::path::Path;
 use std::time::Duration;
@@ -266,6 +267,9 @@ async fn stats_are_exact() {
         dropped_queue: 0,
         dropped_rate: 0,
         write_errors: 0,
+        dropped_full: 0,
+        full: false,
+        log_bytes: None,
         open_files: 4,
         categories: 4,
         queued: 0,
@@ -274,7 +278,8 @@ async fn stats_are_exact() {
     assert_eq!(
         stats,
         json!({"linesWritten": 20, "bytesWritten": bytes, "droppedQueue": 0, "droppedRate": 0,
-               "writeErrors": 0, "openFiles": 4, "categories": 4, "queued": 0})
+               "writeErrors": 0, "droppedFull": 0, "full": false, "openFiles": 4,
+               "categories": 4, "queued": 0})
     );
 }
 
@@ -348,4 +353,168 @@ async fn batch_level_fields_and_compact_entries() {
         .await
         .expect_err("number");
     assert_eq!(e.code, ErrorCode::BadRequest);
+}
+
+/// `n` lines of about 100 bytes to `category`, each call answered at once (queued): a logger
+/// with no room never holds its callers up.
+async fn write_lines(svc: &LoggerService, category: &str, n: usize) {
+    daemonhost_testkit::within("writes are queued without waiting for the disk", async {
+        for i in 0..n {
+            let r = svc
+                .handle(
+                    "log/write",
+                    entry(category, &format!("line {i:06} {}", "p".repeat(60))),
+                )
+                .await
+                .expect("write");
+            assert_eq!(r["queued"], true);
+        }
+    })
+    .await;
+}
+
+/// Every line of `text` is a whole line the logger wrote: a written line or a notice.
+fn whole_lines_only(text: &str) {
+    for l in text.lines() {
+        assert!(
+            l.len() > 25
+                && l.as_bytes()[23] == b'Z'
+                && (l.contains(" INFO [test] line ") || l.contains(" WARN [logger] [")),
+            "not a whole line: {l:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_log_directory_at_its_quota_drops_and_counts_lines_without_blocking_and_resumes_when_room_is_freed()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    let svc = LoggerService::new(LoggerConfig {
+        max_bytes: 8 * 1024,
+        ..cfg(&root)
+    })
+    .expect("logger");
+    write_lines(&svc, "app", 300).await;
+    svc.logger().flush().await.expect("flush");
+    let st = svc.logger().stats();
+    assert!(st.full, "{st:?}");
+    assert!(st.dropped_full > 0, "{st:?}");
+    assert_eq!(
+        st.lines_written + st.dropped_full,
+        300,
+        "every line written or counted"
+    );
+    assert_eq!(st.write_errors, 0);
+    let path = root.join("app.log");
+    let len = std::fs::metadata(&path).expect("app.log").len();
+    assert!(len <= 8 * 1024, "{len} bytes: past the quota");
+    whole_lines_only(&read(&path));
+    // log/stats says the same.
+    let j = svc.handle("log/stats", json!({})).await.expect("stats");
+    assert_eq!(
+        (j["full"].as_bool(), j["droppedFull"].as_u64()),
+        (Some(true), Some(st.dropped_full))
+    );
+    assert!(j["logBytes"].as_u64().is_some_and(|b| b <= 8 * 1024), "{j}");
+    // Full stays full: a short line that would fit the last bytes is dropped too, until the
+    // directory is well below its quota (no flapping between dropping and writing).
+    svc.handle("log/write", entry("app", "s"))
+        .await
+        .expect("queued");
+    svc.logger().flush().await.expect("flush");
+    let st = svc.logger().stats();
+    assert!(
+        st.full && st.lines_written + st.dropped_full == 301,
+        "{st:?}"
+    );
+
+    // Room again: the file is rotated away (and removed). The logger notices within a
+    // measurement period, writes the drop notice and the next lines.
+    std::fs::remove_file(&path).expect("rm");
+    let logger = svc.logger();
+    eventually("the logger has room again", async || !logger.stats().full).await;
+    write_lines(&svc, "app", 10).await;
+    eventually("the notice and the new lines in app.log", async || {
+        logger.flush().await.expect("flush");
+        read(&path).matches(" INFO [test] line ").count() == 10
+    })
+    .await;
+    let text = read(&path);
+    assert!(
+        text.contains(&format!(
+            "WARN [logger] [log directory full: dropped {} lines]",
+            st.dropped_full
+        )),
+        "{text}"
+    );
+    whole_lines_only(&text);
+    assert_eq!(
+        logger.stats().dropped_full,
+        st.dropped_full,
+        "nothing dropped since"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_drops_and_counts_lines_without_blocking_and_writing_resumes_when_there_is_room()
+ {
+    // /dev/full answers every write ENOSPC: a log file that points there is a file on a full disk.
+    assert!(
+        Path::new("/dev/full").exists(),
+        "this test needs Linux's /dev/full"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("logs");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let path = root.join("app.log");
+    std::os::unix::fs::symlink("/dev/full", &path).expect("symlink");
+    let svc = LoggerService::new(cfg(&root)).expect("logger");
+    // More than a file's buffer (64 KiB): the buffer keeps what it holds, the rest is dropped.
+    write_lines(&svc, "app", 2000).await;
+    write_lines(&svc, "other", 5).await;
+    let logger = svc.logger();
+    eventually("lines dropped for lack of room", async || {
+        logger.flush().await.expect("flush");
+        let st = logger.stats();
+        st.full && st.dropped_full > 0
+    })
+    .await;
+    let st = logger.stats();
+    assert_eq!(
+        st.lines_written + st.dropped_full,
+        2005,
+        "every line written or counted: {st:?}"
+    );
+    assert_eq!(st.write_errors, 0, "{st:?}");
+    // The disk has room again (the file is a regular one now): the buffered lines, the notice
+    // and new lines land, in whole lines.
+    std::fs::remove_file(&path).expect("rm");
+    eventually("the logger has room again", async || {
+        logger.flush().await.expect("flush");
+        !logger.stats().full
+    })
+    .await;
+    write_lines(&svc, "app", 10).await;
+    logger.flush().await.expect("flush");
+    let text = read(&path);
+    whole_lines_only(&text);
+    assert!(
+        text.contains(&format!(
+            "WARN [logger] [log directory full: dropped {} lines]",
+            st.dropped_full
+        )),
+        "{text}"
+    );
+    let kept = text.matches(" INFO [test] line ").count() as u64;
+    assert_eq!(
+        kept,
+        st.lines_written - 5 + 10,
+        "what was buffered was written after all"
+    );
+    assert!(
+        read(&root.join("other.log")).lines().count() == 5,
+        "other files unaffected"
+    );
+    svc.shutdown().await;
 }

@@ -221,3 +221,108 @@ async fn archive_killed_mid_run_loses_and_duplicates_nothing_after_restart() {
         .unwrap_or_default();
     assert!(archive["details"]["archive"].is_object(), "{archive}");
 }
+
+/// The `data` entry of `health/status`.
+async fn data_health(c: &Client) -> Value {
+    let status = c.call("health/status", json!({}), T).await.expect("status");
+    status["daemons"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "data"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_answers_storage_full_over_the_socket_and_writes_resume_after_a_delete_or_a_raised_quota()
+ {
+    let blobs = json!({"collection": "blobs", "fields": [{"name": "body", "type": "string"}]});
+    let mut host = host_with_schemas(&[("blobs", blobs)], Some("[data]\nmax_db_mb = 2\n"));
+    let c = ready_client(&host, "blobs").await;
+    let create = |c: Client| async move {
+        c.call(
+            "data/create",
+            json!({"collection": "blobs", "data": {"body": "b".repeat(8192)}}),
+            T,
+        )
+        .await
+    };
+    // Fill the 2 MiB quota: every write is acknowledged until one answers storage_full.
+    let mut acked = Vec::new();
+    let err = loop {
+        match create(c.clone()).await {
+            Ok(r) => acked.push(r["id"].as_str().expect("id").to_owned()),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 10_000, "the quota never filled");
+    };
+    let daemonhost_protocol::CallError::Remote(body) = &err else {
+        panic!("not an error answer: {err}");
+    };
+    assert_eq!(body.code.as_str(), "storage_full", "{body}");
+    // The host is up, reads work, every acknowledged record is there, and the data daemon is
+    // READY and says it is full.
+    c.call("ping", json!({}), T).await.expect("ping");
+    let n = c
+        .call("data/count", json!({"collection": "blobs"}), T)
+        .await
+        .expect("count");
+    assert_eq!(n["count"], acked.len());
+    let first = c
+        .call(
+            "data/read",
+            json!({"collection": "blobs", "id": acked[0]}),
+            T,
+        )
+        .await
+        .expect("read");
+    assert_eq!(first["body"].as_str().map(str::len), Some(8192));
+    let d = data_health(&c).await;
+    assert_eq!(d["state"], "ready", "{d}");
+    assert_eq!(d["details"]["storage"]["full"], true, "{d}");
+    assert_eq!(d["details"]["storage"]["maxDbMb"], 2, "{d}");
+
+    // A delete frees room: the next write fits.
+    c.call(
+        "data/delete",
+        json!({"collection": "blobs", "id": acked.remove(0)}),
+        T,
+    )
+    .await
+    .expect("delete");
+    acked.push(
+        create(c.clone()).await.expect("room after the delete")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned(),
+    );
+    // Full again; a raised quota lets writes in, without a restart.
+    while let Ok(r) = create(c.clone()).await {
+        acked.push(r["id"].as_str().expect("id").to_owned());
+    }
+    let q = c
+        .call("data/quota", json!({"maxDbMb": 16}), T)
+        .await
+        .expect("raise");
+    assert_eq!(q["maxDbMb"], 16, "{q}");
+    for _ in 0..20 {
+        acked.push(
+            create(c.clone())
+                .await
+                .expect("room under the raised quota")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let d = data_health(&c).await;
+    assert_eq!(d["details"]["storage"]["full"], false, "{d}");
+    // Every record acknowledged along the way survives a restart.
+    host.terminate().await;
+    host.spawn(&[], &[]);
+    let c = ready_client(&host, "blobs").await;
+    let n = c
+        .call("data/count", json!({"collection": "blobs"}), T)
+        .await
+        .expect("count");
+    assert_eq!(n["count"], acked.len());
+}

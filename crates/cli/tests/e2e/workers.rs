@@ -451,3 +451,62 @@ async fn workers_none_and_no_zombie_remain_after_host_sigterm() {
         .unwrap_or_default();
     assert!(sockets.is_empty(), "sockets left: {sockets:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logger_worker_under_its_log_quota_drops_and_counts_lines_and_health_says_so() {
+    let host = Host::start_with_config(BIN, "[workers]\nmax_log_mb = 1\n");
+    let c = host.client().await;
+    serving_from_worker(&c, "logger").await;
+    // 3 MiB of lines into a 1 MiB directory: every call is answered at once, none refused.
+    for b in 0..3 {
+        let entries: Vec<Value> = (0..1000)
+            .map(|i| Value::from(format!("b{b} l{i:04} {}", "x".repeat(1000))))
+            .collect();
+        let r = c
+            .call(
+                "log/write-batch",
+                json!({"category": "bulk", "level": "info", "component": "e2e", "entries": entries}),
+                T,
+            )
+            .await
+            .expect("queued, not refused");
+        assert_eq!(r["queued"], 1000, "{r}");
+    }
+    c.call("log/flush", json!({}), T).await.expect("flush");
+    let st = c.call("log/stats", json!({}), T).await.expect("stats");
+    assert_eq!(st["full"], true, "the worker got the quota: {st}");
+    let dropped = st["droppedFull"].as_u64().expect("droppedFull");
+    assert!(dropped > 0, "{st}");
+    assert!(
+        st["logBytes"].as_u64().is_some_and(|b| b <= 1024 * 1024),
+        "{st}"
+    );
+    let path = host.data.join("logs/bulk.log");
+    let len = std::fs::metadata(&path).expect("bulk.log").len();
+    assert!(len <= 1024 * 1024, "{len}");
+    // health/status shows it (refreshed every second), and the host goes on answering.
+    eventually("logFiles.full in the logger's details", async || {
+        let d = details(&c, "logger").await;
+        d["logFiles"]["full"] == true && d["logFiles"]["droppedFull"].as_u64() >= Some(dropped)
+    })
+    .await;
+    c.call("ping", json!({}), T).await.expect("ping");
+    // Room again: the file removed, writing resumes by itself.
+    std::fs::remove_file(&path).expect("rm");
+    eventually("the logger has room again", async || {
+        let st = c.call("log/stats", json!({}), T).await.expect("stats");
+        st["full"] == false
+    })
+    .await;
+    c.call(
+        "log/write",
+        json!({"category": "bulk", "level": "info", "component": "e2e", "message": "after"}),
+        T,
+    )
+    .await
+    .expect("write");
+    c.call("log/flush", json!({}), T).await.expect("flush");
+    let text = std::fs::read_to_string(&path).expect("bulk.log again");
+    assert!(text.contains("[log directory full: dropped "), "{text}");
+    assert!(text.contains(" INFO [e2e] after"), "{text}");
+}

@@ -25,6 +25,15 @@
 //! empty, so the list that needs replaying is always in the newest file. Hence after recovery
 //! every row is in exactly one place, and `hot + archived` is constant.
 //!
+//! **A full archive file.** Each file the archive writes may be capped
+//! (`[data] max_archive_file_mb`, applied as `PRAGMA arc.max_page_count` at every attach; a full
+//! disk fails the same way). A copy that does not fit fails with `storage_full` and its
+//! transaction rolls back whole, intent list included: no row has moved, and the file's
+//! `_archive_pending` is empty again. If the file already holds rows, archiving starts the next
+//! file (the pending list is empty, so rotating is safe) and copies there; a copy that does not
+//! fit an empty file either (a full disk, or a cap below one batch) fails the batch cleanly, the
+//! rows stay hot, and the next run tries again.
+//!
 //! Archive files use `journal_mode=DELETE` so read-only connections can open them without
 //! creating WAL side files. Archive tables carry the hot table's columns and its (non-unique)
 //! indexes, and no foreign keys (the rows they point at stay in `primary`).
@@ -36,11 +45,23 @@ use parking_lot::RwLock;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const ARC: &str = "arc";
 
 fn sq(op: &'static str) -> impl Fn(rusqlite::Error) -> DataError {
     move |e| DataError::sqlite("archive", op, &e)
+}
+
+/// Attach `file` as `arc`, create its bookkeeping tables and apply the cap `max_bytes` (0 =
+/// none) to what is written after that.
+fn attach_capped(conn: &Connection, file: &Path, max_bytes: u64) -> Result<(), DataError> {
+    attach(conn, file)?;
+    if let Err(e) = crate::engine::apply_max_bytes(conn, "archive", ARC, max_bytes) {
+        detach(conn);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn attach(conn: &Connection, file: &Path) -> Result<(), DataError> {
@@ -165,15 +186,28 @@ fn ensure_archive_table(
 ) -> Result<Vec<String>, DataError> {
     let hot = ddl::table_columns(conn, "primary", "main", &schema.collection)?;
     let have = ddl::table_columns(conn, "archive", ARC, &schema.collection)?;
+    // One transaction: a file too full for the indexes keeps no table without them.
+    in_txn(conn, "prepare archive table", || {
+        create_or_extend(conn, schema, &hot, &have)
+    })?;
+    Ok(hot.into_iter().map(|(n, _)| n).collect())
+}
+
+fn create_or_extend(
+    conn: &Connection,
+    schema: &CollectionSchema,
+    hot: &[(String, String)],
+    have: &[(String, String)],
+) -> Result<(), DataError> {
     if have.is_empty() {
-        conn.execute_batch(&ddl::create_table_sql(ARC, &schema.collection, &hot))
+        conn.execute_batch(&ddl::create_table_sql(ARC, &schema.collection, hot))
             .map_err(sq("create archive table"))?;
         for ix in &schema.indexes {
             conn.execute_batch(&ddl::create_index_sql(ARC, &schema.collection, ix, true))
                 .map_err(sq("create archive index"))?;
         }
     } else {
-        for (name, ty) in &hot {
+        for (name, ty) in hot {
             if !have.iter().any(|(n, _)| n == name) {
                 conn.execute_batch(&format!(
                     "ALTER TABLE arc.{} ADD COLUMN {} {}",
@@ -185,7 +219,7 @@ fn ensure_archive_table(
             }
         }
     }
-    Ok(hot.into_iter().map(|(n, _)| n).collect())
+    Ok(())
 }
 
 /// The result of one batch.
@@ -227,8 +261,9 @@ pub fn archive_batch(
     crash: CrashPoint,
 ) -> Result<BatchOutcome, DataError> {
     let mut out = BatchOutcome::default();
+    let cap = files.max_file_bytes();
     let mut file = files.current().unwrap_or_else(|| files.path_for(1));
-    attach(conn, &file)?;
+    attach_capped(conn, &file, cap)?;
     let res = (|| -> Result<(), DataError> {
         out.recovered = replay_pending(conn)?;
         let rows = file_rows(conn)?;
@@ -236,43 +271,32 @@ pub fn archive_batch(
             detach(conn);
             file = files.path_for(files.current_number() + 1);
             out.rotated = true;
-            attach(conn, &file)?;
+            attach_capped(conn, &file, cap)?;
         }
         files.push(file.clone());
-        let room = max_file_rows.saturating_sub(file_rows(conn)?).max(1);
-        let n = limit.min(room);
-        let cols = ensure_archive_table(conn, schema)?;
-        let cols_sql = cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
         let t = q(&schema.collection);
-        let n_i = i64::try_from(n).unwrap_or(i64::MAX);
         // 1. copy + intent list, durable in the archive file.
-        in_txn(conn, "copy", || {
-            conn.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO arc._archive_pending(collection, id)
-                     SELECT ?1, \"id\" FROM main.{t} ORDER BY {} ASC, \"id\" ASC LIMIT ?2",
-                    q(&rule.order_by)
-                ),
-                params![schema.collection, n_i],
-            )
-            .map_err(sq("record intent"))?;
-            let copied = conn
-                .execute(
-                    &format!(
-                        "INSERT OR REPLACE INTO arc.{t} ({cols_sql}) SELECT {cols_sql} FROM main.{t}
-                         WHERE \"id\" IN (SELECT id FROM arc._archive_pending WHERE collection = ?1)"
-                    ),
-                    [&schema.collection],
-                )
-                .map_err(sq("copy rows"))?;
-            conn.execute(
-                "INSERT INTO arc._archive_meta(k, v) VALUES ('rows', ?1)
-                 ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
-                [i64::try_from(copied).unwrap_or(i64::MAX)],
-            )
-            .map_err(sq("count rows"))?;
-            Ok(())
-        })?;
+        let copy = |conn: &Connection| -> Result<(), DataError> {
+            let room = max_file_rows.saturating_sub(file_rows(conn)?).max(1);
+            let n_i = i64::try_from(limit.min(room)).unwrap_or(i64::MAX);
+            let cols = ensure_archive_table(conn, schema)?;
+            let cols_sql = cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+            copy_rows(conn, schema, rule, &t, &cols_sql, n_i)
+        };
+        match copy(conn) {
+            // The file is full (its cap): nothing moved and its intent list is empty again, so
+            // the next file can take the batch. An empty file that cannot take it fails it.
+            Err(e) if e.is_storage_full() && !out.rotated && file_rows(conn)? > 0 => {
+                tracing::warn!(file = %file.display(), error = %e, "archive file full: rotating");
+                detach(conn);
+                file = files.path_for(files.current_number() + 1);
+                out.rotated = true;
+                attach_capped(conn, &file, cap)?;
+                files.push(file.clone());
+                copy(conn)?;
+            }
+            r => r?,
+        }
         if crash == CrashPoint::AfterCopy {
             std::process::abort();
         }
@@ -305,11 +329,52 @@ pub fn archive_batch(
     res.map(|()| out)
 }
 
+/// Step 1 of a batch: record up to `n` ids of the oldest rows in the intent list and copy those
+/// rows, in one transaction of the archive file.
+fn copy_rows(
+    conn: &Connection,
+    schema: &CollectionSchema,
+    rule: &ArchiveRule,
+    t: &str,
+    cols_sql: &str,
+    n_i: i64,
+) -> Result<(), DataError> {
+    in_txn(conn, "copy", || {
+        conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO arc._archive_pending(collection, id)
+                     SELECT ?1, \"id\" FROM main.{t} ORDER BY {} ASC, \"id\" ASC LIMIT ?2",
+                q(&rule.order_by)
+            ),
+            params![schema.collection, n_i],
+        )
+        .map_err(sq("record intent"))?;
+        let copied = conn
+                .execute(
+                    &format!(
+                        "INSERT OR REPLACE INTO arc.{t} ({cols_sql}) SELECT {cols_sql} FROM main.{t}
+                         WHERE \"id\" IN (SELECT id FROM arc._archive_pending WHERE collection = ?1)"
+                    ),
+                    [&schema.collection],
+                )
+                .map_err(sq("copy rows"))?;
+        conn.execute(
+            "INSERT INTO arc._archive_meta(k, v) VALUES ('rows', ?1)
+                 ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
+            [i64::try_from(copied).unwrap_or(i64::MAX)],
+        )
+        .map_err(sq("count rows"))?;
+        Ok(())
+    })
+}
+
 /// The rotating archive files (`archive-NNNNNN.sqlite`), oldest first.
 #[derive(Debug)]
 pub struct ArchiveFiles {
     dir: PathBuf,
     files: RwLock<Vec<PathBuf>>,
+    /// Cap of each file, bytes (0 = none): `[data] max_archive_file_mb`.
+    max_file_bytes: AtomicU64,
 }
 
 impl ArchiveFiles {
@@ -318,7 +383,18 @@ impl ArchiveFiles {
         ArchiveFiles {
             dir,
             files: RwLock::new(files),
+            max_file_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// The cap of each archive file, bytes (0 = none).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Change the cap (0 = none); the next batch applies it.
+    pub fn set_max_file_bytes(&self, bytes: u64) {
+        self.max_file_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The folder.

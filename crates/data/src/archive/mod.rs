@@ -74,6 +74,12 @@ pub struct ArchiveStatus {
     /// Error of the last run, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Its protocol code (`storage_full` when the archive file or the disk is full: the rows
+    /// stay in `primary` and the next run tries again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<&'static str>,
+    /// Runs that failed.
+    pub failed_runs: u64,
 }
 
 /// The archiver shared by the timer and the commands.
@@ -127,6 +133,8 @@ impl Archiver {
             s.runs += 1;
             s.last_run_ms = t.elapsed().as_secs_f64() * 1000.0;
             s.last_error = r.as_ref().err().map(ToString::to_string);
+            s.last_error_code = r.as_ref().err().map(|e| e.code().as_str());
+            s.failed_runs += u64::from(r.is_err());
         }
         self.running.store(false, Ordering::Release);
         Some(r)
