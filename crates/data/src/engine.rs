@@ -680,12 +680,13 @@ impl Db {
         self.usage().await
     }
 
-    /// The quota and the space used (read on a reader: committed state).
+    /// The quota and the space used (read on a reader: committed state; not counted in
+    /// `reads`, so `data/stats` does not count itself).
     pub async fn usage(&self) -> Result<Usage, DataError> {
         let path = self.inner.path.clone();
         let handle = self.inner.name.clone();
         let (page_size, pages, free_pages) = self
-            .read(move |rc| read_usage(rc.get(&path)?, &handle))
+            .read_uncounted(move |rc| read_usage(rc.get(&path)?, &handle))
             .await?;
         let max_pages = self.inner.max_pages.load(Ordering::Relaxed);
         Ok(Usage {
@@ -720,6 +721,15 @@ impl Db {
         F: FnOnce(&mut ReadConns) -> Result<R, DataError> + Send + 'static,
     {
         self.inner.stats.reads.fetch_add(1, Ordering::Relaxed);
+        self.read_uncounted(f).await
+    }
+
+    /// [`Db::read`] for the engine's own bookkeeping (quota usage), not counted in `reads`.
+    async fn read_uncounted<R, F>(&self, f: F) -> Result<R, DataError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut ReadConns) -> Result<R, DataError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         match &self.inner.readers {
             Some(readers) => {
