@@ -139,13 +139,22 @@ pub struct DeferredReport {
     pub timings_ms: Vec<(String, f64)>,
 }
 
+/// An open persona database and the collections whose tables it has been given so far: a
+/// persona database holds its snapshot table and only the collections written or read through
+/// its handle, not every platform table.
+#[derive(Debug)]
+struct PersonaDb {
+    db: Db,
+    tables: std::collections::HashSet<String>,
+}
+
 #[derive(Debug)]
 struct StoreInner {
     config: StoreConfig,
     schemas: Arc<SchemaSet>,
     colls: HashMap<String, Arc<CollSql>>,
     primary: Db,
-    personas: tokio::sync::Mutex<HashMap<String, Db>>,
+    personas: tokio::sync::Mutex<HashMap<String, PersonaDb>>,
     archive: Arc<ArchiveFiles>,
     apply: Mutex<ApplyReport>,
     recovered_archive_rows: u64,
@@ -308,8 +317,8 @@ impl DataStore {
             )),
             Handle::Persona(id) => {
                 let mut map = self.inner.personas.lock().await;
-                if let Some(db) = map.get(id) {
-                    return Ok(db.clone());
+                if let Some(p) = map.get(id) {
+                    return Ok(p.db.clone());
                 }
                 let path = self
                     .inner
@@ -318,17 +327,64 @@ impl DataStore {
                     .join("personas")
                     .join(id)
                     .join("state.sqlite");
-                let set = self.inner.schemas.clone();
                 let name = handle.as_string();
                 let n2 = name.clone();
+                // Only the bookkeeping and the snapshot table: collections get their tables
+                // when the handle first touches them (`db_for`).
                 let (db, _) = Db::open(&name, &path, &self.inner.config.persona, move |conn| {
-                    ddl::apply_schemas(conn, &n2, &set, false)
+                    ddl::migrate_meta(conn, &n2)?;
+                    conn.execute(SNAPSHOT_DDL, [])
+                        .map_err(|e| DataError::sqlite(&n2, "create snapshot table", &e))?;
+                    Ok(ddl::ApplyReport::default())
                 })
                 .await?;
-                map.insert(id.clone(), db.clone());
+                map.insert(
+                    id.clone(),
+                    PersonaDb {
+                        db: db.clone(),
+                        tables: std::collections::HashSet::new(),
+                    },
+                );
                 Ok(db)
             }
         }
+    }
+
+    /// [`DataStore::db`] for an operation on `collections`: on a persona handle, the tables of
+    /// those collections are created (or migrated) on first use.
+    async fn db_for(&self, handle: &Handle, collections: &[&str]) -> Result<Db, DataError> {
+        let db = self.db(handle).await?;
+        let Handle::Persona(id) = handle else {
+            return Ok(db);
+        };
+        let missing: Vec<Arc<CollectionSchema>> = {
+            let map = self.inner.personas.lock().await;
+            let known = map.get(id).map(|p| &p.tables);
+            let mut seen = std::collections::HashSet::new();
+            collections
+                .iter()
+                .filter(|c| known.is_none_or(|t| !t.contains(**c)) && seen.insert(**c))
+                .filter_map(|c| self.inner.schemas.get(c).cloned())
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(db);
+        }
+        let subset = SchemaSet {
+            collections: missing
+                .iter()
+                .map(|s| (s.collection.clone(), s.clone()))
+                .collect(),
+            problems: Vec::new(),
+        };
+        let name = handle.as_string();
+        db.exclusive(move |conn| ddl::apply_schemas(conn, &name, &subset, false).map(|_| ()))
+            .await?;
+        if let Some(p) = self.inner.personas.lock().await.get_mut(id) {
+            p.tables
+                .extend(missing.iter().map(|s| s.collection.clone()));
+        }
+        Ok(db)
     }
 
     /// Close a persona's database (checkpointed; its thread ends). The next use reopens it.
@@ -336,8 +392,8 @@ impl DataStore {
     /// with many personas does not keep a writer thread — and its allocator arena — per persona.
     pub async fn close_persona(&self, id: &str) {
         let db = self.inner.personas.lock().await.remove(id);
-        if let Some(db) = db {
-            db.close().await;
+        if let Some(p) = db {
+            p.db.close().await;
         }
     }
 
@@ -488,7 +544,6 @@ impl DataStore {
         ops: Vec<BatchOp>,
         ret: BatchReturn,
     ) -> Result<BatchOutput, DataError> {
-        let db = self.db(handle).await?;
         let mut colls = Vec::with_capacity(ops.len());
         let mut new_ids = 0;
         for op in &ops {
@@ -503,6 +558,8 @@ impl DataStore {
             };
             colls.push(self.coll(c)?);
         }
+        let names: Vec<&str> = colls.iter().map(|c| c.schema.collection.as_str()).collect();
+        let db = self.db_for(handle, &names).await?;
         let store = self.inner.clone();
         let events = *handle == Handle::Primary;
         let hname = handle.as_string();
@@ -577,8 +634,8 @@ impl DataStore {
     /// Delete every record of a collection; returns how many. Publishes
     /// `data:<collection>:truncated {count}`.
     pub async fn truncate(&self, handle: &Handle, collection: &str) -> Result<u64, DataError> {
-        let db = self.db(handle).await?;
         let c = self.coll(collection)?;
+        let db = self.db_for(handle, &[collection]).await?;
         let events = *handle == Handle::Primary;
         let hname = handle.as_string();
         db.write_events(move |conn| {
@@ -632,7 +689,7 @@ impl DataStore {
                 found.ok_or_else(not_found)
             }
             _ => {
-                let db = self.db(handle).await?;
+                let db = self.db_for(handle, &[collection]).await?;
                 let path = db.path().to_owned();
                 let found = db
                     .read(move |rc| {
@@ -683,7 +740,7 @@ impl DataStore {
                     .await
             }
             _ => {
-                let db = self.db(handle).await?;
+                let db = self.db_for(handle, &[collection]).await?;
                 let path = db.path().to_owned();
                 db.read(move |rc| {
                     let conn = rc.get(&path)?;
@@ -764,7 +821,7 @@ impl DataStore {
             ));
         }
         let c = self.coll(collection)?;
-        let db = self.db(handle).await?;
+        let db = self.db_for(handle, &[collection]).await?;
         let path = db.path().to_owned();
         let hname = handle.as_string();
         db.read(move |rc| {
@@ -841,7 +898,7 @@ impl DataStore {
             .lock()
             .await
             .drain()
-            .map(|(_, d)| d)
+            .map(|(_, p)| p.db)
             .collect();
         for p in personas {
             p.close().await;

@@ -629,6 +629,67 @@ async fn data_requests_before_ready_queue_and_are_answered() {
     rt.shutdown().await;
 }
 
+/// Tables of a persona database, read after the store closed it (snapshots close it at once).
+fn persona_tables(dir: &std::path::Path, id: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join(format!("personas/{id}/state.sqlite")))
+        .expect("open persona db");
+    let mut st = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .expect("prepare");
+    st.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test]
+async fn a_persona_database_holds_only_its_snapshot_and_the_collections_written_through_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rt, _) = boot(dir.path()).await;
+    ok(
+        &rt,
+        "data/snapshot-write",
+        json!({"persona": "p-1", "snapshot": {"personaId": "p-1"}}),
+    )
+    .await;
+    let tables = persona_tables(dir.path(), "p-1");
+    assert!(
+        tables.contains(&"persona_snapshot".to_owned()),
+        "{tables:?}"
+    );
+    for platform in [
+        "users",
+        "chat_messages",
+        "rooms",
+        "sessions",
+        "system_config",
+    ] {
+        assert!(
+            !tables.contains(&platform.to_owned()),
+            "{platform} in {tables:?}"
+        );
+    }
+    // A collection used through the handle gets its table then, and only that one.
+    ok(
+        &rt,
+        "data/create",
+        json!({"collection": "system_config", "handle": "persona:p-1", "data": {"name": "mine"}}),
+    )
+    .await;
+    let page = ok(
+        &rt,
+        "data/list",
+        json!({"collection": "system_config", "handle": "persona:p-1"}),
+    )
+    .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    rt.shutdown().await;
+    let tables = persona_tables(dir.path(), "p-1");
+    assert!(tables.contains(&"system_config".to_owned()), "{tables:?}");
+    assert!(!tables.contains(&"chat_messages".to_owned()), "{tables:?}");
+    assert!(!tables.contains(&"users".to_owned()), "{tables:?}");
+}
+
 #[tokio::test]
 async fn data_persona_handles_are_separate_and_path_safe() {
     let dir = tempfile::tempdir().expect("tmp");
