@@ -314,3 +314,67 @@ async fn persona_reply_comes_from_the_configured_server_then_the_fallback_when_i
         .unwrap_or_default();
     assert_eq!(local["circuit"], "open", "{providers}");
 }
+
+/// A persona created a moment before a message (no waiting for it to be loaded or to join
+/// `general`) answers that message: the join window and the catch-up after the join cover the
+/// instant between them. Three personas, three messages, each answered by its persona.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_created_a_millisecond_before_a_message_answers_that_message() {
+    let host = Host::start(BIN);
+    let c = host.client().await;
+    let t = Some(Duration::from_secs(10));
+    let human = c
+        .call(
+            "user/create",
+            json!({"displayName": "Joel", "type": "human"}),
+            t,
+        )
+        .await
+        .expect("human");
+    let hid = human["id"].as_str().expect("id").to_owned();
+    eventually("the human in general", || async {
+        let m = c
+            .call("room/check", json!({"room": "general", "userId": hid}), t)
+            .await
+            .expect("check");
+        m["member"] == json!(true)
+    })
+    .await;
+    let mut asked = Vec::new();
+    for name in ["Sage", "Ada", "Kai"] {
+        let persona = c
+            .call(
+                "user/create",
+                json!({"displayName": name, "type": "persona"}),
+                t,
+            )
+            .await
+            .expect("persona");
+        let sent = c
+            .call(
+                "chat/send",
+                json!({"room": "general", "message": format!("{name}, are you there?"), "sender": hid}),
+                t,
+            )
+            .await
+            .expect("send");
+        asked.push((
+            persona["id"].as_str().expect("id").to_owned(),
+            sent["id"].as_str().expect("id").to_owned(),
+        ));
+    }
+    for (pid, mid) in &asked {
+        eventually("the persona answers the message sent right after it was created", || async {
+            let page = c
+                .call(
+                    "data/list",
+                    json!({"collection": "chat_messages", "filter": {"senderId": pid, "replyToId": mid}}),
+                    t,
+                )
+                .await
+                .expect("list");
+            page["items"].as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    }
+}

@@ -4,7 +4,7 @@ use crate::persona::config::{AfterSnapshots, PersonasConfig};
 use crate::persona::personas::{Personas, data_err};
 use crate::persona::scheduler::schedule;
 use crate::util::params_of;
-use daemonhost_data_client::{DataClient, Handle, ListParams};
+use daemonhost_data_client::DataClient;
 use daemonhost_runtime::{
     BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Delivery, Request, Semaphore,
 };
@@ -64,6 +64,7 @@ impl Daemon for PersonaDaemon {
             .wants("search")
             .events("data:users:{created,updated,deleted}")
             .events("data:chat_messages:created")
+            .events("data:rooms:{created,updated,deleted}")
             .command(
                 CommandSpec::new(
                     "persona/status",
@@ -79,7 +80,7 @@ impl Daemon for PersonaDaemon {
                 "persona/snapshot",
                 "Write every persona's state to its database now",
             ))
-            .event_queue(4096)
+            .event_queue(self.config.event_queue.max(1))
     }
 
     async fn start(&self, ctx: &Context) -> Result<Arc<Personas>, BoxError> {
@@ -91,7 +92,10 @@ impl Daemon for PersonaDaemon {
             wake: Notify::new(),
             replies: Semaphore::new(self.config.max_concurrent_replies.max(1)),
             not_loaded: Mutex::new(0),
+            lost_events: Mutex::new(0),
+            resyncs: Mutex::new(0),
             reply_failures: Mutex::new(0),
+            pending: Mutex::new(HashMap::new()),
         });
         ctx.spawn(schedule(ctx.clone(), p.clone()));
         let p2 = p.clone();
@@ -115,26 +119,10 @@ impl Daemon for PersonaDaemon {
     }
 
     async fn start_deferred(&self, _ctx: &Context, p: &Arc<Personas>) -> Result<(), BoxError> {
-        // Load every persona user (bounded by max_personas), restoring snapshots.
-        let page = p
-            .store
-            .list(
-                &Handle::Primary,
-                "users",
-                ListParams {
-                    filter: Some(json!({ "type": "persona" })),
-                    order_by: Some(json!("createdAt")),
-                    limit: Some(json!(self.config.max_personas.max(1))),
-                    cursor: None,
-                    fields: None,
-                },
-            )
-            .await
-            .map_err(data_err)?;
-        for user in &page.items {
-            p.add(user).await;
-        }
-        Ok(())
+        // Every persona user (bounded by max_personas) with its snapshot, following exactly
+        // its rooms, and each room caught up from its cursor: what was said while the host
+        // was down reaches the personas now.
+        p.resync().await.map_err(data_err)
     }
 
     async fn handle(
@@ -179,8 +167,16 @@ impl Daemon for PersonaDaemon {
     }
 
     async fn on_event(&self, _ctx: &Context, p: &Arc<Personas>, event: Delivery) {
-        let Delivery::Event(ev) = event else {
-            return;
+        let ev = match event {
+            Delivery::Event(ev) => ev,
+            Delivery::Lagged { missed } => {
+                // Events were lost (messages, joins, new personas): read the truth back.
+                *p.lost_events.lock() += missed;
+                if let Err(e) = p.resync().await {
+                    tracing::warn!(error = %e, missed, "Persona catch-up after lost events failed");
+                }
+                return;
+            }
         };
         let data = ev.data();
         match ev.topic() {
@@ -200,7 +196,21 @@ impl Daemon for PersonaDaemon {
                 }
             }
             "data:chat_messages:created" => {
-                p.offer(data);
+                p.hear_message(data);
+            }
+            "data:rooms:created" | "data:rooms:updated" | "data:rooms:deleted" => {
+                let deleted = ev.topic() == "data:rooms:deleted";
+                let joined = p.room_changed(data, deleted);
+                let Some(room) = data.get("id").and_then(Value::as_str) else {
+                    return;
+                };
+                // A join: what was said in the room since (the join window included) but
+                // before this event is read back.
+                for pid in joined {
+                    if let Err(e) = p.catch_up(&pid, Some(vec![room.to_owned()])).await {
+                        tracing::warn!(persona = %pid, room, error = %e, "Catch-up after a join failed");
+                    }
+                }
             }
             _ => {}
         }

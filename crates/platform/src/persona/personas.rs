@@ -3,7 +3,8 @@
 
 use crate::persona::config::PersonasConfig;
 use crate::persona::state::{
-    Action, InboxItem, Offered, PersonaSnapshot, PersonaState, truncate_utf8,
+    Action, Heard, Hearing, InboxItem, Offered, PersonaSnapshot, PersonaState, SenderKind,
+    truncate_utf8,
 };
 use daemonhost_data_client::{Data, DataClientError, Handle, ListParams};
 use daemonhost_protocol::time;
@@ -18,6 +19,8 @@ pub(super) struct Entry {
     pub(super) state: PersonaState,
     pub(super) name: String,
     pub(super) unique_id: Option<String>,
+    /// When the persona user was created: it hears nothing older.
+    pub(super) created_at: u64,
     pub(super) next_tick: u64,
     pub(super) dirty: bool,
 }
@@ -30,7 +33,14 @@ pub struct Personas {
     pub(super) wake: Notify,
     pub(super) replies: Semaphore,
     pub(super) not_loaded: Mutex<u64>,
+    /// Events the daemon's queue lost (each loss is repaired by a resync).
+    pub(super) lost_events: Mutex<u64>,
+    /// Resyncs finished (the load in deferred start, and one per loss of events).
+    pub(super) resyncs: Mutex<u64>,
     pub(super) reply_failures: Mutex<u64>,
+    /// Replies being written per room, not heard yet: they count toward the room's chain.
+    /// At most `max_concurrent_replies` entries (one per reply task).
+    pub(super) pending: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Personas {
@@ -71,10 +81,27 @@ impl Personas {
         self.store.snapshot_write(&snap.persona_id, v).await
     }
 
-    /// Load (or refresh) a persona from its user record.
+    /// Load (or refresh) a persona from its user record, follow its rooms and catch up.
     pub(super) async fn add(&self, user: &Value) {
         let Some(id) = user.get("id").and_then(Value::as_str) else {
             return;
+        };
+        if !self.load(user).await {
+            return;
+        }
+        let result = match self.sync_rooms(Some(id)).await {
+            Ok(_) => self.catch_up(id, None).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(persona = id, error = %e, "Persona rooms could not be caught up");
+        }
+    }
+
+    /// Load (or refresh) a persona from its user record; true when it was newly loaded.
+    pub(super) async fn load(&self, user: &Value) -> bool {
+        let Some(id) = user.get("id").and_then(Value::as_str) else {
+            return false;
         };
         let name = user
             .get("displayName")
@@ -90,7 +117,7 @@ impl Personas {
             if let Some(e) = map.get_mut(id) {
                 e.name = name;
                 e.unique_id = unique_id;
-                return;
+                return false;
             }
             if map.len() >= self.config.max_personas {
                 *self.not_loaded.lock() += 1;
@@ -99,7 +126,7 @@ impl Personas {
                     max = self.config.max_personas,
                     "Persona limit reached; not loaded"
                 );
-                return;
+                return false;
             }
         }
         let now = now_ms_u64();
@@ -108,14 +135,17 @@ impl Personas {
             None => PersonaState::new(id, self.config.persona.clone(), now),
         };
         let next_tick = state.next_tick_at(now);
+        let created_at = message_time_field(user, "createdAt").unwrap_or(0);
         self.map.lock().entry(id.to_owned()).or_insert(Entry {
             state,
             name,
             unique_id,
+            created_at,
             next_tick,
             dirty: false,
         });
         self.wake.notify_one();
+        true
     }
 
     pub(super) async fn remove(&self, id: &str) {
@@ -127,8 +157,14 @@ impl Personas {
         }
     }
 
-    /// Offer a new chat message to every persona following its room (except its sender).
-    pub(super) fn offer(&self, msg: &Value) -> usize {
+    /// Hear a chat message (from the event stream, a catch-up or a reply just sent) in every
+    /// persona that follows its room; returns how many queued it.
+    pub(super) fn hear_message(&self, msg: &Value) -> usize {
+        self.hear_in(msg, None)
+    }
+
+    /// [`Personas::hear_message`] for every persona, or only `only`.
+    fn hear_in(&self, msg: &Value, only: Option<&str>) -> usize {
         let (Some(id), Some(room), Some(sender)) = (
             msg.get("id").and_then(Value::as_str),
             msg.get("roomId").and_then(Value::as_str),
@@ -136,53 +172,67 @@ impl Personas {
         ) else {
             return 0;
         };
+        let now = now_ms_u64();
+        let at = message_time(msg).unwrap_or(now);
         let mut text = message_text(msg);
         let sender_type = msg
             .get("senderType")
             .and_then(Value::as_str)
             .unwrap_or("human");
+        let kind = match sender_type {
+            "human" => SenderKind::Human,
+            "system" => SenderKind::System,
+            _ => SenderKind::Ai,
+        };
+        let reply_to = msg.get("replyToId").and_then(Value::as_str);
         let lower = text.to_lowercase();
         // Every persona gets a copy: cut it to the preview first, so each copy is small.
         truncate_utf8(&mut text, self.config.persona.max_text_bytes);
-        let now = now_ms_u64();
         let mut offered = 0;
         let mut map = self.map.lock();
         for (pid, e) in map.iter_mut() {
-            if pid == sender {
+            if only.is_some_and(|o| o != pid) || !e.state.follows(room) {
                 continue;
             }
-            // Personas follow the rooms they hear from (bounded by `max_rooms`).
-            e.state.follow(room);
-            let mentioned = lower.contains(&e.name.to_lowercase())
-                || e.unique_id
-                    .as_deref()
-                    .is_some_and(|u| lower.contains(&u.to_lowercase()));
+            let mentioned = pid != sender
+                && (lower.contains(&e.name.to_lowercase())
+                    || e.unique_id
+                        .as_deref()
+                        .is_some_and(|u| lower.contains(&u.to_lowercase())));
             // A mention raises priority only when a person (or the system) wrote it: another
             // persona's reply that quotes "@name" (retrieval answers quote earlier messages)
             // is chatter, and escalating it lets personas keep each other busy.
-            let priority = match (mentioned, sender_type) {
-                (true, "human" | "system") => 200,
-                (false, "human") => 100,
-                (_, "system") => 50,
-                _ => 20,
+            let direct = mentioned && kind != SenderKind::Ai;
+            let priority = match (direct, kind) {
+                (true, _) => 200,
+                (false, SenderKind::Human) => 100,
+                (false, SenderKind::System) => 50,
+                (false, SenderKind::Ai) => 20,
             };
-            let item = InboxItem {
-                message_id: id.to_owned(),
-                room_id: room.to_owned(),
-                sender_id: sender.to_owned(),
-                text: text.clone(),
-                priority,
-                received_at: now,
+            let heard = Heard {
+                item: InboxItem {
+                    message_id: id.to_owned(),
+                    room_id: room.to_owned(),
+                    sender_id: sender.to_owned(),
+                    text: text.clone(),
+                    priority,
+                    received_at: now,
+                    direct,
+                },
+                at,
+                sender: kind,
+                reply_to: reply_to.map(str::to_owned),
             };
-            if matches!(
-                e.state.offer(item),
-                Offered::Accepted | Offered::Displaced(_)
-            ) {
-                offered += 1;
-                e.dirty = true;
-                // A new message may change the mood (and so the cadence): tick soon, or when
-                // a held-back reply may go.
-                e.next_tick = e.next_tick.min(e.state.next_tick_at(now));
+            match e.state.hear(heard) {
+                Hearing::NotFollowing | Hearing::BeforeJoin | Hearing::Seen => {}
+                Hearing::Offered(Offered::Accepted | Offered::Displaced(_)) => {
+                    offered += 1;
+                    e.dirty = true;
+                    // A new message may change the mood (and so the cadence): tick soon, or
+                    // when a held-back reply may go.
+                    e.next_tick = e.next_tick.min(e.state.next_tick_at(now));
+                }
+                Hearing::Own | Hearing::ChainSilenced | Hearing::Offered(_) => e.dirty = true,
             }
         }
         drop(map);
@@ -192,15 +242,233 @@ impl Personas {
         offered
     }
 
-    /// Tick every due persona; returns replies to make and the next wake-up time.
+    /// Make every hosted persona (or only `only`) follow exactly the rooms it is a member of,
+    /// reading every room a page at a time; returns the (persona, room) pairs newly followed.
+    pub(super) async fn sync_rooms(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<(String, String)>, DataClientError> {
+        let mut member_of: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list(
+                    &Handle::Primary,
+                    "rooms",
+                    ListParams {
+                        fields: Some(json!(["id", "members"])),
+                        limit: Some(json!(self.config.rooms_page.clamp(1, 1000))),
+                        cursor: cursor.take(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            {
+                let map = self.map.lock();
+                for room in &page.items {
+                    let Some(rid) = room.get("id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    for (uid, joined) in members(room) {
+                        if map.contains_key(uid) && only.is_none_or(|o| o == uid) {
+                            member_of
+                                .entry(uid.to_owned())
+                                .or_default()
+                                .insert(rid.to_owned(), joined);
+                        }
+                    }
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut followed = Vec::new();
+        let mut map = self.map.lock();
+        for (pid, e) in map.iter_mut() {
+            if only.is_some_and(|o| o != pid) {
+                continue;
+            }
+            let rooms = member_of.remove(pid.as_str()).unwrap_or_default();
+            let left: Vec<String> = e
+                .state
+                .rooms()
+                .filter(|r| !rooms.contains_key(*r))
+                .map(str::to_owned)
+                .collect();
+            for r in left {
+                e.state.unfollow(&r);
+                e.dirty = true;
+            }
+            for (rid, joined) in rooms {
+                if e.state.follow(&rid, self.join_floor(e.created_at, joined)) {
+                    e.dirty = true;
+                    followed.push((pid.clone(), rid));
+                }
+            }
+        }
+        Ok(followed)
+    }
+
+    /// A room was created, updated or deleted: follow or unfollow it for every hosted persona
+    /// by its member list; returns the personas that joined it now.
+    pub(super) fn room_changed(&self, room: &Value, deleted: bool) -> Vec<String> {
+        let Some(rid) = room.get("id").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        let now_members: HashMap<&str, u64> = if deleted {
+            HashMap::new()
+        } else {
+            members(room).collect()
+        };
+        let mut joined = Vec::new();
+        let mut map = self.map.lock();
+        for (pid, e) in map.iter_mut() {
+            match now_members.get(pid.as_str()) {
+                Some(at) => {
+                    if e.state.follow(rid, self.join_floor(e.created_at, *at)) {
+                        e.dirty = true;
+                        joined.push(pid.clone());
+                    }
+                }
+                None => {
+                    if e.state.unfollow(rid) {
+                        e.dirty = true;
+                    }
+                }
+            }
+        }
+        joined
+    }
+
+    /// From when a persona created at `created` hears a room it joined at `joined`.
+    fn join_floor(&self, created: u64, joined: u64) -> u64 {
+        joined
+            .saturating_sub(self.config.join_window_ms)
+            .max(created)
+    }
+
+    /// Read what `persona` has not heard yet in each of `rooms` (every followed room when
+    /// None), newest first up to what its inbox holds and no older than
+    /// `catch_up_max_age_ms`, and hear it oldest first; what the bounds leave out is counted.
+    pub(super) async fn catch_up(
+        &self,
+        persona: &str,
+        rooms: Option<Vec<String>>,
+    ) -> Result<usize, DataClientError> {
+        let now = now_ms_u64();
+        let rooms: Vec<(String, u64)> = {
+            let map = self.map.lock();
+            let Some(e) = map.get(persona) else {
+                return Ok(0);
+            };
+            let list: Vec<String> =
+                rooms.unwrap_or_else(|| e.state.rooms().map(str::to_owned).collect());
+            list.into_iter()
+                .filter_map(|r| {
+                    let from = e
+                        .state
+                        .catch_up_from(&r, now, self.config.catch_up_max_age_ms)?;
+                    Some((r, from))
+                })
+                .collect()
+        };
+        let take = self.config.persona.inbox_capacity.max(1);
+        let mut queued = 0;
+        for (room, from) in rooms {
+            let filter = json!({
+                "roomId": room,
+                "timestamp": { "$gte": time::format_ms(i64::try_from(from).unwrap_or(i64::MAX)) },
+            });
+            let page = self
+                .store
+                .list(
+                    &Handle::Primary,
+                    "chat_messages",
+                    ListParams {
+                        filter: Some(filter.clone()),
+                        order_by: Some(json!([
+                            { "field": "timestamp", "direction": "desc" },
+                            { "field": "id", "direction": "desc" }
+                        ])),
+                        limit: Some(json!(take)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if page.next_cursor.is_some() {
+                // More than the inbox holds: the newest are kept, the rest counted.
+                let total = self
+                    .store
+                    .list(
+                        &Handle::Primary,
+                        "chat_messages",
+                        ListParams {
+                            filter: Some(filter),
+                            limit: Some(json!(0)),
+                            ..Default::default()
+                        },
+                    )
+                    .await?
+                    .count;
+                let passed = total.saturating_sub(page.items.len() as u64);
+                if let Some(e) = self.map.lock().get_mut(persona) {
+                    e.state.note_passed_over(passed);
+                    e.dirty = true;
+                }
+            }
+            for m in page.items.iter().rev() {
+                queued += self.hear_in(m, Some(persona));
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Everything a load, a restart or lost events need: every persona user loaded, every
+    /// persona following exactly its rooms, and every room caught up.
+    pub(super) async fn resync(&self) -> Result<(), DataClientError> {
+        let page = self
+            .store
+            .list(
+                &Handle::Primary,
+                "users",
+                ListParams {
+                    filter: Some(json!({ "type": "persona" })),
+                    order_by: Some(json!("createdAt")),
+                    limit: Some(json!(self.config.max_personas.max(1))),
+                    cursor: None,
+                    fields: None,
+                },
+            )
+            .await?;
+        for user in &page.items {
+            self.load(user).await;
+        }
+        self.sync_rooms(None).await?;
+        let ids: Vec<String> = self.map.lock().keys().cloned().collect();
+        for id in ids {
+            self.catch_up(&id, None).await?;
+        }
+        *self.resyncs.lock() += 1;
+        Ok(())
+    }
+
+    /// Tick every due persona; returns replies to make and the next wake-up time. Each reply
+    /// is counted as pending in its room (see [`Personas::pending`]) until it is heard or
+    /// fails: the caller ends it with [`Personas::reply`].
     pub(super) fn tick_due(&self, now: u64) -> (Vec<(String, String, InboxItem)>, Option<u64>) {
         let mut replies = Vec::new();
         let mut next: Option<u64> = None;
         let mut map = self.map.lock();
+        let mut pending = self.pending.lock();
         for (pid, e) in map.iter_mut() {
             if e.next_tick <= now {
                 let (mood, energy) = (e.state.mood(), e.state.energy());
-                let actions = e.state.tick(now);
+                let actions = e
+                    .state
+                    .tick_with(now, |room| pending.get(room).copied().unwrap_or(0));
                 // A tick that did nothing but let energy recover a little is not worth a
                 // snapshot: an idle host does not rewrite every persona's database each
                 // interval. A reply, a new mood or a visible change of energy are (new
@@ -213,6 +481,7 @@ impl Personas {
                 }
                 for action in actions {
                     if let Action::Reply { item } = action {
+                        *pending.entry(item.room_id.clone()).or_default() += 1;
                         replies.push((pid.clone(), e.name.clone(), item));
                     }
                 }
@@ -223,10 +492,25 @@ impl Personas {
         (replies, next)
     }
 
+    /// Write one reply decided by [`Personas::tick_due`]; the sent message is heard at once by
+    /// every persona of the room (its event, later, is a duplicate), then its pending count
+    /// ends.
     pub(super) async fn reply(&self, ctx: &Context, persona: &str, name: &str, item: InboxItem) {
         let started = now_ms_u64();
         let result = self.generate_and_send(ctx, persona, name, &item).await;
         let spent = now_ms_u64().saturating_sub(started);
+        if let Ok(Some(sent)) = &result {
+            self.hear_message(sent);
+        }
+        {
+            let mut pending = self.pending.lock();
+            if let Some(n) = pending.get_mut(&item.room_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    pending.remove(&item.room_id);
+                }
+            }
+        }
         if let Some(e) = self.map.lock().get_mut(persona) {
             e.state.record_compute(now_ms_u64(), spent);
             e.dirty = true;
@@ -243,7 +527,7 @@ impl Personas {
         persona: &str,
         name: &str,
         item: &InboxItem,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Option<Value>, DaemonError> {
         // A persona answers only where it may speak: rooms it is a member of.
         let check = ctx
             .router()
@@ -253,7 +537,13 @@ impl Personas {
             )
             .await?;
         if check.get("member") != Some(&Value::Bool(true)) {
-            return Ok(());
+            // Left the room since: nothing is said, and the room is not followed any more.
+            if let Some(e) = self.map.lock().get_mut(persona)
+                && e.state.unfollow(&item.room_id)
+            {
+                e.dirty = true;
+            }
+            return Ok(None);
         }
         // Context: the last N messages of the room, in one query.
         let page = self
@@ -304,7 +594,8 @@ impl Personas {
                 "the AI provider returned an empty reply",
             ));
         }
-        ctx.router()
+        let sent = ctx
+            .router()
             .ask(
                 "chat/send",
                 json!({
@@ -316,7 +607,7 @@ impl Personas {
                 }),
             )
             .await?;
-        Ok(())
+        Ok(Some(sent))
     }
 
     /// Snapshot every dirty persona; returns how many were written.
@@ -361,6 +652,7 @@ impl Personas {
                 "attention": s.attention(),
                 "inbox": s.inbox_len(),
                 "rooms": s.rooms().count(),
+                "chains": s.rooms().map(|r| (r.to_owned(), json!(s.chain(r)))).collect::<serde_json::Map<_, _>>(),
                 "nextTickInMs": e.next_tick.saturating_sub(now),
                 // Set while pacing or the window holds the next reply back.
                 "nextReplyInMs": s.reply_gate().filter(|g| *g > now).map(|g| g - now),
@@ -377,10 +669,38 @@ impl Personas {
                     "count": map.len(),
                     "notLoaded": *self.not_loaded.lock(),
                     "replyFailures": *self.reply_failures.lock(),
+                    "lostEvents": *self.lost_events.lock(),
+                    "resyncs": *self.resyncs.lock(),
                 })
             }
         }
     }
+}
+
+/// A record's date field as epoch milliseconds.
+fn message_time_field(m: &Value, field: &str) -> Option<u64> {
+    match m.get(field)? {
+        Value::String(s) => time::parse_date_ms(s).and_then(|v| u64::try_from(v).ok()),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// When a chat message was written (its `timestamp`, else `createdAt`).
+fn message_time(m: &Value) -> Option<u64> {
+    message_time_field(m, "timestamp").or_else(|| message_time_field(m, "createdAt"))
+}
+
+/// A room record's members as (user id, joined at) pairs.
+fn members(room: &Value) -> impl Iterator<Item = (&str, u64)> {
+    room.get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let uid = m.get("userId").and_then(Value::as_str)?;
+            Some((uid, message_time_field(m, "joinedAt").unwrap_or(0)))
+        })
 }
 
 fn message_text(m: &Value) -> String {

@@ -9,7 +9,7 @@
 //! tasks, timers or I/O.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Milliseconds since the Unix epoch (or any fixed origin; only differences matter).
 pub type Millis = u64;
@@ -58,6 +58,17 @@ pub struct PersonaConfig {
     /// so the inbox need not hold whole messages: 20 personas × 256 items of whole retrieval
     /// answers (≈ 1.6 KB each) was 8 MB, filling over many minutes.
     pub max_text_bytes: usize,
+    /// Most persona messages in a row in one room after a human (or system) message: past it,
+    /// personas stay silent in that room until a human writes again. Counted per room over
+    /// every persona (a persona's own messages included); a human's direct mention of this
+    /// persona is answered whatever the chain. 0: personas answer only direct mentions.
+    pub max_chain: u32,
+    /// Message ids remembered per followed room to drop a message heard twice (a catch-up
+    /// re-reading what the event stream delivered, or the event of a reply already heard).
+    pub seen_ids: usize,
+    /// How far before the newest message heard in a room a catch-up starts reading: covers
+    /// messages committed out of timestamp order.
+    pub cursor_skew_ms: u64,
     /// Tick cadence per mood.
     pub tick_idle_ms: u64,
     /// Tick cadence when active.
@@ -86,6 +97,9 @@ impl Default for PersonaConfig {
             pace_jitter: 0.25,
             max_rooms: 1024,
             max_text_bytes: 256,
+            max_chain: 2,
+            seen_ids: 512,
+            cursor_skew_ms: 5_000,
             tick_idle_ms: 5_000,
             tick_active_ms: 1_000,
             tick_tired_ms: 10_000,
@@ -124,6 +138,66 @@ pub struct InboxItem {
     pub priority: u8,
     /// When it arrived.
     pub received_at: Millis,
+    /// A human (or the system) named this persona: answered even past the chain limit.
+    #[serde(default)]
+    pub direct: bool,
+}
+
+/// Who wrote a message, as far as conversation chains go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderKind {
+    /// A person: ends a chain.
+    Human,
+    /// The system: ends a chain.
+    System,
+    /// A persona or an agent: one more link of the chain.
+    Ai,
+}
+
+/// A chat message as a persona hears it (from the event stream, a catch-up read, or a reply
+/// just sent by the daemon).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    /// The message as an inbox item (priority and `direct` already decided).
+    pub item: InboxItem,
+    /// The message's own timestamp (not the time it was heard).
+    pub at: Millis,
+    /// Who wrote it.
+    pub sender: SenderKind,
+    /// The message it answers, if any.
+    pub reply_to: Option<String>,
+}
+
+/// What hearing a message did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hearing {
+    /// The persona does not follow (is not a member of) the room.
+    NotFollowing,
+    /// Written before the persona joined the room.
+    BeforeJoin,
+    /// Heard before: nothing changed.
+    Seen,
+    /// The persona's own message: it counts in the room's chain, nothing is queued.
+    Own,
+    /// A persona message past the room's chain limit: not queued, counted.
+    ChainSilenced,
+    /// Offered to the inbox.
+    Offered(Offered),
+}
+
+/// Where a persona is in one room it follows (kept in its snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RoomCursor {
+    /// Messages before this (the join, less a grace window) are not for the persona.
+    pub joined: Millis,
+    /// Timestamp of the newest message heard in the room.
+    pub newest: Millis,
+    /// Ids of the last messages heard (at most `seen_ids`), oldest first.
+    pub seen: VecDeque<String>,
+    /// Persona messages since the last human or system message.
+    pub chain: u32,
 }
 
 /// What the persona decided to do at a tick.
@@ -177,6 +251,13 @@ pub struct PersonaCounters {
     pub paced: u64,
     /// Ticks spent resting.
     pub rests: u64,
+    /// Messages not answered because the room's persona chain was at its limit.
+    pub chain_silenced: u64,
+    /// Messages a catch-up passed over: older than its maximum age, or beyond what the inbox
+    /// holds.
+    pub passed_over: u64,
+    /// Rooms not followed because `max_rooms` were followed already.
+    pub rooms_refused: u64,
 }
 
 /// The serialisable form of a persona's state (what is written to its database handle).
@@ -193,8 +274,11 @@ pub struct PersonaSnapshot {
     pub attention: f32,
     /// Mood at snapshot time.
     pub mood: Mood,
-    /// Rooms followed.
+    /// Rooms followed (kept for snapshots written before cursors; `cursors` wins).
     pub rooms: Vec<String>,
+    /// Each followed room's cursor.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, RoomCursor>,
     /// Reply times inside the rate window.
     pub recent_replies: Vec<Millis>,
     /// Generation time spent inside the rate window: (when, ms).
@@ -220,7 +304,7 @@ pub struct PersonaState {
     energy: f32,
     attention: f32,
     mood: Mood,
-    rooms: BTreeSet<String>,
+    rooms: BTreeMap<String, RoomCursor>,
     recent_replies: VecDeque<Millis>,
     recent_compute: VecDeque<(Millis, u64)>,
     resting_until: Option<Millis>,
@@ -243,7 +327,7 @@ impl PersonaState {
             energy: 1.0,
             attention: 1.0,
             mood: Mood::Idle,
-            rooms: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             recent_replies: VecDeque::new(),
             recent_compute: VecDeque::new(),
             resting_until: None,
@@ -279,31 +363,137 @@ impl PersonaState {
     }
     /// Rooms followed.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.iter().map(String::as_str)
+        self.rooms.keys().map(String::as_str)
+    }
+    /// A followed room's cursor.
+    pub fn cursor(&self, room_id: &str) -> Option<&RoomCursor> {
+        self.rooms.get(room_id)
+    }
+    /// Whether the persona follows the room.
+    pub fn follows(&self, room_id: &str) -> bool {
+        self.rooms.contains_key(room_id)
     }
     /// The configuration.
     pub fn config(&self) -> &PersonaConfig {
         &self.config
     }
 
-    /// Follow a room. Returns false when already following or at the room bound.
-    pub fn follow(&mut self, room_id: &str) -> bool {
-        if self.rooms.contains(room_id) || self.rooms.len() >= self.config.max_rooms {
+    /// Follow a room, hearing its messages from `joined` on. Returns false when already
+    /// following (the cursor is kept) or at the room bound (counted in `rooms_refused`).
+    pub fn follow(&mut self, room_id: &str, joined: Millis) -> bool {
+        if self.rooms.contains_key(room_id) {
             return false;
         }
-        self.rooms.insert(room_id.to_owned())
+        if self.rooms.len() >= self.config.max_rooms {
+            self.counters.rooms_refused += 1;
+            return false;
+        }
+        self.rooms.insert(
+            room_id.to_owned(),
+            RoomCursor {
+                joined,
+                newest: joined,
+                ..RoomCursor::default()
+            },
+        );
+        true
     }
 
     /// Stop following a room and drop its waiting items.
     pub fn unfollow(&mut self, room_id: &str) -> bool {
         self.inbox.retain(|_, it| it.room_id != room_id);
-        self.rooms.remove(room_id)
+        let was = self.rooms.remove(room_id).is_some();
+        if was {
+            self.update_mood();
+        }
+        was
+    }
+
+    /// Where a catch-up of `room_id` starts reading at `now`: the newest message heard less the
+    /// skew, never before the join, never older than `max_age_ms`. None when not following.
+    pub fn catch_up_from(&self, room_id: &str, now: Millis, max_age_ms: u64) -> Option<Millis> {
+        let c = self.rooms.get(room_id)?;
+        Some(
+            c.newest
+                .saturating_sub(self.config.cursor_skew_ms)
+                .max(c.joined)
+                .max(now.saturating_sub(max_age_ms)),
+        )
+    }
+
+    /// Count messages a catch-up passed over (see [`PersonaCounters::passed_over`]).
+    pub fn note_passed_over(&mut self, n: u64) {
+        self.counters.passed_over += n;
+    }
+
+    /// Hear a message of a room: each message is taken once whatever the path it comes by
+    /// (event, catch-up, own reply), counts in the room's persona chain, and is offered to the
+    /// inbox unless it is the persona's own or a persona message past the chain limit.
+    pub fn hear(&mut self, heard: Heard) -> Hearing {
+        let Heard {
+            item,
+            at,
+            sender,
+            reply_to,
+        } = heard;
+        let seen_cap = self.config.seen_ids.max(1);
+        let Some(cursor) = self.rooms.get_mut(&item.room_id) else {
+            return Hearing::NotFollowing;
+        };
+        if at < cursor.joined {
+            return Hearing::BeforeJoin;
+        }
+        if cursor.seen.iter().any(|id| *id == item.message_id) {
+            return Hearing::Seen;
+        }
+        cursor.seen.push_back(item.message_id.clone());
+        while cursor.seen.len() > seen_cap {
+            cursor.seen.pop_front();
+        }
+        cursor.newest = cursor.newest.max(at);
+        match sender {
+            SenderKind::Human | SenderKind::System => cursor.chain = 0,
+            SenderKind::Ai => cursor.chain = cursor.chain.saturating_add(1),
+        }
+        let chain = cursor.chain;
+        if item.sender_id == self.persona_id {
+            // The persona's own answer (written before a crash, heard again by a catch-up):
+            // what it answers is answered.
+            if let Some(answered) = reply_to {
+                self.withdraw(&answered);
+            }
+            return Hearing::Own;
+        }
+        if sender == SenderKind::Ai && chain >= self.config.max_chain {
+            self.counters.chain_silenced += 1;
+            return Hearing::ChainSilenced;
+        }
+        Hearing::Offered(self.offer(item))
+    }
+
+    /// Take a message out of the inbox (it was answered); true when it was there.
+    pub fn withdraw(&mut self, message_id: &str) -> bool {
+        let key = self
+            .inbox
+            .iter()
+            .find(|(_, it)| it.message_id == message_id)
+            .map(|(k, _)| *k);
+        let found = key.and_then(|k| self.inbox.remove(&k)).is_some();
+        if found {
+            self.update_mood();
+        }
+        found
+    }
+
+    /// Persona messages in a row in `room_id` as heard so far (0 when not following).
+    pub fn chain(&self, room_id: &str) -> u32 {
+        self.rooms.get(room_id).map_or(0, |c| c.chain)
     }
 
     /// Offer a message. On overflow the lowest-priority item (the newcomer, if it is the lowest)
     /// is dropped and counted.
     pub fn offer(&mut self, mut item: InboxItem) -> Offered {
-        if !self.rooms.contains(&item.room_id) {
+        if !self.rooms.contains_key(&item.room_id) {
             return Offered::NotFollowing;
         }
         if self.inbox.values().any(|i| i.message_id == item.message_id) {
@@ -347,6 +537,13 @@ impl PersonaState {
 
     /// Decide what to do now. Pure: the result depends only on `self` and `now`.
     pub fn tick(&mut self, now: Millis) -> Vec<Action> {
+        self.tick_with(now, |_| 0)
+    }
+
+    /// [`PersonaState::tick`], where `pending(room)` persona replies are being written in a
+    /// room and not heard yet (they count toward its chain, so personas replying at once do
+    /// not overrun the limit together).
+    pub fn tick_with(&mut self, now: Millis, pending: impl Fn(&str) -> u32) -> Vec<Action> {
         let elapsed = now.saturating_sub(self.last_tick);
         self.last_tick = now.max(self.last_tick);
         self.energy = (self.energy
@@ -381,7 +578,7 @@ impl PersonaState {
             1
         };
         let mut actions = Vec::new();
-        for _ in 0..per_tick {
+        while actions.len() < per_tick {
             // A second reply in the same tick that is not due yet is not "held back": only a
             // tick that replies to nothing counts.
             if self.recent_replies.len() >= self.config.max_replies {
@@ -402,6 +599,16 @@ impl PersonaState {
             let Some((_, item)) = self.inbox.pop_last() else {
                 break;
             };
+            // The room's chain is full: the message goes unanswered (not a reply, no energy).
+            if !item.direct
+                && self
+                    .chain(&item.room_id)
+                    .saturating_add(pending(&item.room_id))
+                    >= self.config.max_chain
+            {
+                self.counters.chain_silenced += 1;
+                continue;
+            }
             self.energy = (self.energy - self.config.energy_per_reply).max(0.0);
             self.recent_replies.push_back(now);
             self.counters.replies += 1;
@@ -522,7 +729,8 @@ impl PersonaState {
             energy: self.energy,
             attention: self.attention,
             mood: self.mood,
-            rooms: self.rooms.iter().cloned().collect(),
+            rooms: self.rooms.keys().cloned().collect(),
+            cursors: self.rooms.clone(),
             recent_replies: self.recent_replies.iter().copied().collect(),
             recent_compute: self.recent_compute.iter().copied().collect(),
             resting_until: self.resting_until,
@@ -535,8 +743,22 @@ impl PersonaState {
     /// is cut down, lowest priority first).
     pub fn restore(snapshot: PersonaSnapshot, config: PersonaConfig) -> Self {
         let mut s = PersonaState::new(snapshot.persona_id, config, snapshot.last_tick);
-        for room in snapshot.rooms {
-            s.follow(&room);
+        if snapshot.cursors.is_empty() {
+            // A snapshot from before cursors: the rooms, heard up to the last tick.
+            for room in snapshot.rooms {
+                s.follow(&room, snapshot.last_tick);
+            }
+        } else {
+            let cap = s.config.seen_ids.max(1);
+            for (room, mut cursor) in snapshot.cursors {
+                if s.rooms.len() >= s.config.max_rooms {
+                    break;
+                }
+                while cursor.seen.len() > cap {
+                    cursor.seen.pop_front();
+                }
+                s.rooms.insert(room, cursor);
+            }
         }
         // The snapshot lists highest priority first, oldest first among equals. Re-offer lowest
         // priority first (a stable sort keeps oldest first among equals), so arrival order
@@ -600,12 +822,225 @@ mod tests {
             text: format!("message {id}"),
             priority,
             received_at: at,
+            direct: false,
         }
+    }
+
+    fn heard(id: &str, sender: &str, kind: SenderKind, at: Millis) -> Heard {
+        let mut it = item(id, if kind == SenderKind::Ai { 20 } else { 100 }, at);
+        it.sender_id = sender.into();
+        Heard {
+            item: it,
+            at,
+            sender: kind,
+            reply_to: None,
+        }
+    }
+
+    #[test]
+    fn a_message_heard_by_two_paths_is_taken_once_and_own_messages_only_count_in_the_chain() {
+        let mut p = persona(PersonaConfig::default());
+        let m = heard("m1", "joel", SenderKind::Human, 10);
+        assert_eq!(p.hear(m.clone()), Hearing::Offered(Offered::Accepted));
+        assert_eq!(p.hear(m), Hearing::Seen, "a catch-up re-reading m1");
+        // Answered (left the inbox), then heard again: still seen, not queued again.
+        assert!(matches!(p.tick(1_000)[0], Action::Reply { .. }));
+        assert_eq!(
+            p.hear(heard("m1", "joel", SenderKind::Human, 10)),
+            Hearing::Seen
+        );
+        assert_eq!(p.hear(heard("r1", "p1", SenderKind::Ai, 20)), Hearing::Own);
+        assert_eq!(p.chain("general"), 1);
+        assert_eq!(p.inbox_len(), 0);
+        assert_eq!(p.counters().received, 1);
+        // Not a member, or written before joining: not for this persona.
+        let mut elsewhere = heard("x", "joel", SenderKind::Human, 10);
+        elsewhere.item.room_id = "dev".into();
+        assert_eq!(p.hear(elsewhere.clone()), Hearing::NotFollowing);
+        p.follow("dev", 100);
+        assert_eq!(p.hear(elsewhere), Hearing::BeforeJoin);
+    }
+
+    #[test]
+    fn seen_ids_are_bounded_per_room() {
+        let mut p = persona(PersonaConfig {
+            seen_ids: 4,
+            ..Default::default()
+        });
+        for i in 0..10 {
+            p.hear(heard(&format!("m{i}"), "joel", SenderKind::Human, i));
+        }
+        let c = p.cursor("general").expect("following");
+        assert_eq!(c.seen.len(), 4);
+        assert_eq!(c.seen.front().map(String::as_str), Some("m6"));
+        assert_eq!(c.newest, 9);
+    }
+
+    #[test]
+    fn persona_messages_past_the_chain_limit_are_not_queued_and_a_human_message_resets_it() {
+        let mut p = persona(PersonaConfig::default());
+        assert_eq!(p.config().max_chain, 2);
+        p.hear(heard("h1", "joel", SenderKind::Human, 1));
+        // First persona answer: chain 1, worth hearing.
+        assert_eq!(
+            p.hear(heard("a1", "p2", SenderKind::Ai, 2)),
+            Hearing::Offered(Offered::Accepted)
+        );
+        // Second: chain 2, the limit: answering it would make a third.
+        assert_eq!(
+            p.hear(heard("b1", "p3", SenderKind::Ai, 3)),
+            Hearing::ChainSilenced
+        );
+        assert_eq!(p.counters().chain_silenced, 1);
+        // The queued items of a full chain go unanswered at the tick, without spending energy.
+        let energy = p.energy();
+        assert_eq!(p.tick(1_000), vec![Action::Idle]);
+        assert_eq!(p.inbox_len(), 0);
+        assert_eq!(p.counters().chain_silenced, 3, "h1 and a1 at the tick");
+        assert_eq!(p.counters().replies, 0);
+        assert!(p.energy() >= energy);
+        // A human writes again: the chain starts over.
+        p.hear(heard("h2", "joel", SenderKind::Human, 4));
+        assert_eq!(p.chain("general"), 0);
+        assert!(matches!(p.tick(2_000)[0], Action::Reply { .. }));
+    }
+
+    #[test]
+    fn a_humans_direct_mention_is_answered_whatever_the_chain() {
+        let mut p = persona(PersonaConfig::default());
+        let mut m = heard("h1", "joel", SenderKind::Human, 1);
+        m.item.direct = true;
+        m.item.priority = 200;
+        p.hear(m);
+        p.hear(heard("a1", "p2", SenderKind::Ai, 2));
+        p.hear(heard("b1", "p3", SenderKind::Ai, 3));
+        assert_eq!(p.chain("general"), 2);
+        let acts = p.tick(1_000);
+        assert!(
+            matches!(&acts[0], Action::Reply { item } if item.message_id == "h1"),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn replies_being_written_count_toward_the_chain() {
+        let mut p = persona(PersonaConfig::default());
+        p.hear(heard("h1", "joel", SenderKind::Human, 1));
+        // Two other personas are writing their answers to h1 now.
+        assert_eq!(p.tick_with(1_000, |_| 2), vec![Action::Idle]);
+        assert_eq!(p.counters().chain_silenced, 1);
+        p.hear(heard("h2", "joel", SenderKind::Human, 2));
+        assert!(matches!(p.tick_with(2_000, |_| 1)[0], Action::Reply { .. }));
+    }
+
+    /// Personas hearing one room, the way the daemon drives them: every reply is heard by all
+    /// (the writer included), replies in flight count toward the chain.
+    fn room_of_personas(
+        n: usize,
+        config: &PersonaConfig,
+        humans: &[Millis],
+        until: Millis,
+    ) -> Vec<(Millis, String)> {
+        let mut ps: Vec<PersonaState> = (0..n)
+            .map(|i| {
+                let mut p = PersonaState::new(format!("p{i}"), config.clone(), 0);
+                p.follow("general", 0);
+                p
+            })
+            .collect();
+        let mut next: Vec<Millis> = ps.iter().map(|p| p.next_tick_at(0)).collect();
+        let mut posted = Vec::new();
+        let mut seq = 0;
+        let mut human = humans.iter().peekable();
+        // 100 ms steps of paused time; a reply takes one step to write.
+        let mut writing: Vec<(usize, InboxItem)> = Vec::new();
+        for now in (0..=until).step_by(100) {
+            for (who, item) in std::mem::take(&mut writing) {
+                seq += 1;
+                let reply = Heard {
+                    item: InboxItem {
+                        message_id: format!("r{seq}"),
+                        room_id: item.room_id,
+                        sender_id: format!("p{who}"),
+                        text: "reply".into(),
+                        priority: 20,
+                        received_at: now,
+                        direct: false,
+                    },
+                    at: now,
+                    sender: SenderKind::Ai,
+                    reply_to: None,
+                };
+                posted.push((now, reply.item.sender_id.clone()));
+                for (p, n) in ps.iter_mut().zip(&mut next) {
+                    p.hear(reply.clone());
+                    *n = (*n).min(p.next_tick_at(now));
+                }
+            }
+            while human.peek().is_some_and(|t| **t <= now) {
+                human.next();
+                seq += 1;
+                let h = heard(&format!("h{seq}"), "joel", SenderKind::Human, now);
+                posted.push((now, "joel".into()));
+                for (p, n) in ps.iter_mut().zip(&mut next) {
+                    p.hear(h.clone());
+                    *n = (*n).min(p.next_tick_at(now));
+                }
+            }
+            for (i, p) in ps.iter_mut().enumerate() {
+                if next[i] > now {
+                    continue;
+                }
+                let pending = writing.len() as u32;
+                for a in p.tick_with(now, |_| pending) {
+                    if let Action::Reply { item } = a {
+                        writing.push((i, item));
+                    }
+                }
+                next[i] = p.next_tick_at(now);
+            }
+        }
+        posted
+    }
+
+    #[test]
+    fn after_humans_stop_writing_a_room_of_personas_goes_quiet_within_the_chain_limit() {
+        let config = PersonaConfig::default();
+        // Four personas, three human messages a minute apart, then ten minutes of nobody.
+        let posted = room_of_personas(4, &config, &[0, 60_000, 120_000], 12 * 60_000);
+        let mut run = 0;
+        let mut longest = 0;
+        let mut after_last_human = 0;
+        for (t, who) in &posted {
+            if who == "joel" {
+                run = 0;
+            } else {
+                run += 1;
+                longest = longest.max(run);
+                if *t > 120_000 {
+                    after_last_human += 1;
+                }
+            }
+        }
+        assert!(
+            posted.iter().any(|(_, w)| w != "joel"),
+            "personas answer: {posted:?}"
+        );
+        assert!(
+            longest <= config.max_chain as usize,
+            "a chain of {longest} persona messages: {posted:?}"
+        );
+        assert!(after_last_human <= config.max_chain as usize, "{posted:?}");
+        let last = posted.last().map_or(0, |(t, _)| *t);
+        assert!(
+            last < 130_000,
+            "the room kept talking until {last} ms: {posted:?}"
+        );
     }
 
     fn persona(config: PersonaConfig) -> PersonaState {
         let mut p = PersonaState::new("p1", config, 0);
-        p.follow("general");
+        p.follow("general", 0);
         p
     }
 
@@ -821,7 +1256,7 @@ mod tests {
             let mut seconds = BTreeMap::<u64, usize>::new();
             for n in 0..20 {
                 let mut p = PersonaState::new(format!("persona-{n}"), config.clone(), 0);
-                p.follow("general");
+                p.follow("general", 0);
                 for t in drive(&mut p, 10 * 60_000, 200) {
                     if t >= 9 * 60_000 {
                         *seconds.entry(t / 1000).or_default() += 1;
@@ -910,7 +1345,7 @@ mod tests {
     #[test]
     fn snapshot_restore_round_trips_and_reapplies_bounds() {
         let mut p = persona(PersonaConfig::default());
-        p.follow("dev");
+        p.follow("dev", 0);
         for i in 0..10 {
             p.offer(item(&format!("m{i}"), (i % 3) as u8, i));
         }
