@@ -60,8 +60,12 @@
 //! context_messages = 10
 //! max_concurrent_replies = 4
 //! reply_timeout_ms = 60000
+//! catch_up_max_age_ms = 3600000  # a catch-up (load, lost events, join) reads no older messages
+//! join_window_ms = 10000     # a persona hears a room from this long before its join (not before it existed)
+//! event_queue = 4096         # events queued for the daemon; a loss is repaired by a resync
 //!
-//! [personas.persona]         # each persona's state (crates/daemons/src/persona/state.rs)
+//! [personas.persona]         # each persona's state (crates/platform/src/persona/state.rs)
+//! max_chain = 2              # persona messages in a row per room after a human's; then silence
 //! inbox_capacity = 256
 //! max_replies = 6            # per rate_window_ms, a sliding window
 //! rate_window_ms = 60000
