@@ -4,7 +4,9 @@
 //! - every acknowledged write is there (chat messages and data records whose answer arrived);
 //! - no `clientMessageId` made two messages, although every send whose answer was lost is sent
 //!   again after the restart, as a client would;
-//! - every persona is restored and answers `persona/status`.
+//! - every persona is restored and answers `persona/status`;
+//! - a question acknowledged just before a SIGKILL is answered by every persona after the
+//!   restart (caught up from its cursor), and no persona answers any message twice.
 //!
 //! CI runs `DAEMONHOST_KILL_CYCLES` cycles (20 by default); `scripts/kill_loop.sh` runs many more.
 //! The moments are drawn from a seeded sequence (`DAEMONHOST_KILL_SEED`, printed), so a failing
@@ -12,6 +14,7 @@
 
 use crate::harness::*;
 use daemonhost_protocol::{CallError, Client};
+use daemonhost_testkit::try_eventually_for;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -288,6 +291,74 @@ async fn sigkill_loop_loses_no_acknowledged_write_and_no_client_message_id_makes
         c.call("persona/status", json!({ "id": p }), T)
             .await
             .expect("persona restored");
+    }
+    // A question to both personas, acknowledged, then a SIGKILL before they can have answered
+    // it: the restarted host catches up from the personas' cursors and both answer it.
+    let question = send(
+        &c,
+        &human,
+        "last-question",
+        "Sage and Iris, what did you hear?",
+    )
+    .await
+    .expect("last question")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    drop(c);
+    host.kill().await;
+    host.spawn(&[], &[]);
+    let c = host.client().await;
+    for p in &personas {
+        let answered = try_eventually_for(Duration::from_secs(90), async || {
+            let page = c
+                .call(
+                    "data/list",
+                    json!({ "collection": "chat_messages", "filter": { "senderId": p, "replyToId": question } }),
+                    T,
+                )
+                .await;
+            page.is_ok_and(|pg| pg["items"].as_array().is_some_and(|a| a.len() == 1))
+        })
+        .await;
+        if answered.is_err() {
+            let st = c.call("persona/status", json!({ "id": p }), T).await;
+            let mine = c
+                .call(
+                    "data/list",
+                    json!({ "collection": "chat_messages", "filter": { "senderId": p }, "orderBy": "-timestamp", "limit": 20, "fields": ["replyToId", "timestamp"] }),
+                    T,
+                )
+                .await;
+            let newest = c
+                .call(
+                    "data/list",
+                    json!({ "collection": "chat_messages", "orderBy": "-timestamp", "limit": 30, "fields": ["senderId", "timestamp", "replyToId"] }),
+                    T,
+                )
+                .await;
+            panic!(
+                "persona {p} did not answer the question {question} asked just before the kill; status {st:?}; its messages {mine:?}; newest {newest:?}"
+            );
+        }
+        // No message was answered twice by one persona, across every kill.
+        let page = c
+            .call(
+                "data/list",
+                json!({ "collection": "chat_messages", "filter": { "senderId": p }, "limit": 1000 }),
+                T,
+            )
+            .await
+            .expect("persona messages");
+        let mut answered = BTreeSet::new();
+        for m in page["items"].as_array().into_iter().flatten() {
+            if let Some(to) = m["replyToId"].as_str() {
+                assert!(
+                    answered.insert(to.to_owned()),
+                    "persona {p} answered {to} twice"
+                );
+            }
+        }
     }
     println!(
         "kill loop: {cycles} cycles, {} messages and {} records acknowledged, {killed_workers} worker kills",

@@ -195,10 +195,10 @@ impl Personas {
                 continue;
             }
             let mentioned = pid != sender
-                && (lower.contains(&e.name.to_lowercase())
+                && (names(&lower, &e.name.to_lowercase())
                     || e.unique_id
                         .as_deref()
-                        .is_some_and(|u| lower.contains(&u.to_lowercase())));
+                        .is_some_and(|u| names(&lower, &u.to_lowercase())));
             // A mention raises priority only when a person (or the system) wrote it: another
             // persona's reply that quotes "@name" (retrieval answers quote earlier messages)
             // is chatter, and escalating it lets personas keep each other busy.
@@ -677,6 +677,18 @@ impl Personas {
     }
 }
 
+/// Whether `text` names `name` as a word of its own (both lowercased): "Sage, hi" and "@sage"
+/// do, "message" does not.
+pub(super) fn names(text: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(name).any(|(i, _)| {
+        !word(text[..i].chars().next_back()) && !word(text[i + name.len()..].chars().next())
+    })
+}
+
 /// A record's date field as epoch milliseconds.
 fn message_time_field(m: &Value, field: &str) -> Option<u64> {
     match m.get(field)? {
@@ -712,5 +724,22 @@ fn message_text(m: &Value) -> String {
             .map(str::to_owned)
             .unwrap_or_else(|| c.to_string()),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn a_mention_is_the_name_as_a_word_not_part_of_another() {
+        assert!(names("sage, what is new?", "sage"));
+        assert!(names("hi @sage!", "sage"));
+        assert!(names("ask sage", "sage"));
+        assert!(names("ask dr. who now", "dr. who"));
+        assert!(!names("message 12", "sage"));
+        assert!(!names("sages and sage_bot", "sage"));
+        assert!(!names("anything", ""));
+        assert!(names("é sage é", "sage"));
     }
 }
