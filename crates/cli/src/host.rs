@@ -12,7 +12,10 @@
 //!    daemon starts, so a client may connect and send at once: requests wait in startup queues.
 //! 4. **Daemons** start through the runtime's orchestrator; a short summary is printed (daemons
 //!    READY, time to the first answered command, time to all READY) and, under systemd
-//!    (`NOTIFY_SOCKET`), `READY=1` is sent once every daemon's core init has settled.
+//!    (`NOTIFY_SOCKET`), `READY=1` is sent once every daemon's core init has settled. With
+//!    `WATCHDOG_USEC` (systemd's `WatchdogSec=`) a thread sends `WATCHDOG=1` every half
+//!    interval from the runtime's start, withheld while the coordinator is stalled
+//!    ([`crate::watchdog`]); it stops when shutdown begins.
 //! 5. **SIGINT/SIGTERM**: stop accepting, answer new requests with `shutting_down`, let requests
 //!    in flight finish (bounded by `shutdown_grace_ms`), close connections, stop the daemons in
 //!    reverse dependency order, remove the socket file, exit 0. A second signal during shutdown
@@ -231,6 +234,8 @@ async fn run_async(
     tracing::info!(socket = %data.socket.display(), pid = std::process::id(), "Listening");
 
     runtime.start();
+    // Under systemd with `WatchdogSec=`: WATCHDOG=1 every half interval unless stalled.
+    let mut watchdog = crate::watchdog::Watchdog::from_env(runtime.handle());
     let router = runtime.router();
     let startup = async {
         let first = async {
@@ -261,6 +266,9 @@ async fn run_async(
 
     tracing::info!(signal = stopped_by, "Shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(w) = watchdog.as_mut() {
+        w.stop();
+    }
     let shutdown = shutdown(&runtime, &mut server, &cfg);
     tokio::pin!(shutdown);
     let clean = tokio::select! {

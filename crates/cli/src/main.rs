@@ -4,6 +4,9 @@
 //! - `daemonhost call COMMAND [--key=value …]` — one command, pretty JSON ([`call`]).
 //! - `daemonhost status` / `daemonhost events PATTERN` — operator views ([`status`], [`events`]).
 //! - `daemonhost bench` — load and startup measurements ([`bench`]).
+//! - `daemonhost metrics` — the host's metrics in the Prometheus text format ([`metrics`]).
+//! - `daemonhost analyze blame|critical-chain|plot` — systemd-analyze for the daemons
+//!   ([`analyze`]).
 //! - `daemonhost worker KIND --socket PATH [--data-dir DIR]` — the out-of-process worker role,
 //!   spawned by the host's supervisor from its own executable ([`worker`]).
 //!
@@ -11,15 +14,18 @@
 //! runs on the data dir; 64 bad command-line usage.
 #![deny(unsafe_code)] // one `allow`: the `malloc_trim` call in `trim.rs`
 
+mod analyze;
 mod bench;
 mod call;
 mod config;
 mod events;
 mod host;
+mod metrics;
 mod registry;
 mod server;
 mod status;
 mod trim;
+mod watchdog;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -94,6 +100,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the host's metrics in the Prometheus text format (what /metrics serves; the
+    /// command `health/prometheus`).
+    Metrics,
+    /// Analyze the host's startup, as systemd-analyze does for units (from `system/startup`).
+    Analyze {
+        #[command(subcommand)]
+        view: AnalyzeView,
+    },
     /// Stream events whose topic matches PATTERN as JSON lines until Ctrl-C.
     Events {
         /// Topic pattern, e.g. `system:daemon:*` or `data:*:created`.
@@ -143,6 +157,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         max_log_bytes: u64,
     },
+}
+
+/// What `daemonhost analyze` shows.
+#[derive(Debug, Subcommand)]
+enum AnalyzeView {
+    /// Every daemon by init time (core + deferred), slowest first.
+    Blame,
+    /// The dependency chain that decided when every daemon (or DAEMON) was READY: `@` when
+    /// each link became READY, `+` how long its core init took.
+    CriticalChain {
+        /// Follow this daemon's chain instead of the last one to become READY.
+        daemon: Option<String>,
+    },
+    /// An SVG waterfall of the startup on stdout (one bar per daemon, dependency order).
+    Plot,
 }
 
 /// Log to stderr; for `run` (`daemon_logs`), also copy daemons' events to the logger daemon.
@@ -268,6 +297,17 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
             max_log_bytes,
         } => worker::run(kind, cli.socket.as_deref(), &cli.data_dir, *max_log_bytes),
         Command::Status { json } => Ok(client_runtime()?.block_on(status::run(&socket, *json))),
+        Command::Metrics => Ok(client_runtime()?.block_on(metrics::print(&socket))),
+        Command::Analyze { view } => {
+            let view = match view {
+                AnalyzeView::Blame => analyze::View::Blame,
+                AnalyzeView::CriticalChain { daemon } => {
+                    analyze::View::CriticalChain(daemon.clone())
+                }
+                AnalyzeView::Plot => analyze::View::Plot,
+            };
+            Ok(client_runtime()?.block_on(analyze::run(&socket, view)))
+        }
         Command::Events { pattern, count } => {
             Ok(client_runtime()?.block_on(events::run(&socket, pattern, *count)))
         }

@@ -70,7 +70,10 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
         .register(SystemDaemon {
             host: Arc::clone(&counters),
         })
-        .register(HealthDaemon { host: counters })
+        .register(HealthDaemon {
+            host: Arc::clone(&counters),
+            prometheus: Some(crate::metrics::HostView::health_renderer(counters)),
+        })
         .register(EventsDaemon);
 
     // Data and what stores through it.

@@ -39,6 +39,12 @@ pub struct LagSnapshot {
     pub max_us: u64,
     /// Largest lag in the window.
     pub window_max_us: u64,
+    /// The most recent sample.
+    pub last_us: u64,
+    /// The lag *now*: the most recent sample, or, when the probe is overdue, how far past its
+    /// due time it is (a wholly stalled runtime records no sample, yet this grows). What the
+    /// systemd watchdog judges a stall by.
+    pub current_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -46,11 +52,14 @@ struct Window {
     recent: VecDeque<u64>,
     samples: u64,
     max_us: u64,
+    /// When the next wakeup is due (set by the probe after each sample; `None` before the
+    /// first one is scheduled).
+    next_due: Option<Instant>,
 }
 
 impl Window {
     fn record(&mut self, lag: Duration) {
-        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        let us = micros(lag);
         if self.recent.len() == WINDOW {
             self.recent.pop_front();
         }
@@ -59,9 +68,14 @@ impl Window {
         self.max_us = self.max_us.max(us);
     }
 
-    fn snapshot(&self) -> LagSnapshot {
+    fn snapshot(&self, now: Instant) -> LagSnapshot {
         let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
         sorted.sort_unstable();
+        let last_us = self.recent.back().copied().unwrap_or(0);
+        let overdue_us = self
+            .next_due
+            .map(|due| micros(now.saturating_duration_since(due)))
+            .unwrap_or(0);
         LagSnapshot {
             samples: self.samples,
             window_samples: sorted.len(),
@@ -69,8 +83,14 @@ impl Window {
             p99_us: nearest_rank(&sorted, 99),
             max_us: self.max_us,
             window_max_us: sorted.last().copied().unwrap_or(0),
+            last_us,
+            current_us: last_us.max(overdue_us),
         }
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Nearest-rank percentile of an ascending slice (0 when empty).
@@ -97,13 +117,19 @@ impl LagProbe {
         let interval = interval.max(Duration::from_millis(1));
         let window = Arc::new(Mutex::new(Window::default()));
         let w = Arc::clone(&window);
+        let first = Instant::now() + interval;
+        window.lock().next_due = Some(first);
         let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+            let mut ticker = tokio::time::interval_at(first, interval);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {
                 let scheduled = ticker.tick().await;
-                let lag = Instant::now().saturating_duration_since(scheduled);
-                w.lock().record(lag);
+                let now = Instant::now();
+                let lag = now.saturating_duration_since(scheduled);
+                let mut w = w.lock();
+                w.record(lag);
+                // Skip: the next tick is one interval from now at the latest.
+                w.next_due = Some(now.max(scheduled) + interval);
             }
         });
         Self {
@@ -125,12 +151,15 @@ impl LagProbe {
 
     /// Current statistics.
     pub fn snapshot(&self) -> LagSnapshot {
-        self.window.lock().snapshot()
+        let now = Instant::now();
+        self.window.lock().snapshot(now)
     }
 
-    /// Stops the probe task (idempotent). Snapshots remain available.
+    /// Stops the probe task (idempotent). Snapshots remain available; `current_us` no longer
+    /// grows (a stopped probe is not a stalled runtime).
     pub fn stop(&self) {
         self.task.abort();
+        self.window.lock().next_due = None;
     }
 
     /// Whether the probe task is still running.
@@ -212,7 +241,7 @@ mod tests {
         for i in 1..=(WINDOW as u64 + 100) {
             w.record(Duration::from_micros(i));
         }
-        let s = w.snapshot();
+        let s = w.snapshot(Instant::now());
         assert_eq!(s.samples, WINDOW as u64 + 100);
         assert_eq!(s.window_samples, WINDOW);
         assert_eq!(w.recent.len(), WINDOW);
@@ -224,12 +253,38 @@ mod tests {
         for _ in 0..WINDOW {
             w.record(Duration::ZERO);
         }
-        let s = w.snapshot();
+        let s = w.snapshot(Instant::now());
         assert_eq!(s.max_us, 1_000_000);
         assert_eq!(s.window_max_us, 0);
         assert_eq!(nearest_rank(&[], 50), 0);
         assert_eq!(nearest_rank(&[7], 99), 7);
         let json = serde_json::to_value(s).expect("serialize");
         assert_eq!(json["max_us"], 1_000_000);
+    }
+
+    #[test]
+    fn current_lag_is_the_last_sample_or_how_overdue_the_probe_is() {
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        assert_eq!(
+            w.snapshot(t0).current_us,
+            0,
+            "nothing scheduled, nothing late"
+        );
+        w.record(Duration::from_micros(300));
+        w.next_due = Some(t0 + Duration::from_millis(10));
+        let s = w.snapshot(t0);
+        assert_eq!(
+            (s.last_us, s.current_us),
+            (300, 300),
+            "not due yet: the last sample"
+        );
+        // A stalled runtime records nothing; the lag now is how far past due the probe is.
+        let s = w.snapshot(t0 + Duration::from_millis(510));
+        assert_eq!(s.last_us, 300);
+        assert_eq!(s.current_us, 500_000);
+        // A stopped probe is not late.
+        w.next_due = None;
+        assert_eq!(w.snapshot(t0 + Duration::from_secs(60)).current_us, 300);
     }
 }

@@ -222,8 +222,15 @@ pub struct InitReport {
     pub state: LifecycleState,
     /// Deferred-init sub-state.
     pub deferred: DeferredState,
-    /// Milliseconds from the runtime's start signal until this daemon's dependencies were READY.
+    /// What it requires (it waited for each to be READY).
+    pub requires: Vec<String>,
+    /// What it wants (it waited for each to be READY or failed).
+    pub wants: Vec<String>,
+    /// Milliseconds from the runtime's start signal until this daemon's dependencies were READY
+    /// (when its core init began).
     pub waited_ms: f64,
+    /// Milliseconds from the runtime's start signal until it was READY (0 while not yet).
+    pub ready_at_ms: f64,
     /// Core init (`start`) duration.
     pub core_init_ms: f64,
     /// Deferred init duration (0 until it ends).

@@ -93,6 +93,8 @@ pub struct PoolStats {
     pub threads: usize,
     /// Jobs currently queued or running on the pool.
     pub pending: usize,
+    /// Of `pending`, the jobs running now (`pending - running` are queued).
+    pub running: usize,
     /// Jobs finished on the pool (including panicked ones).
     pub completed_pool: u64,
     /// Jobs finished on the blocking fallback (including panicked ones).
@@ -116,6 +118,8 @@ struct Inner {
     threads: usize,
     max_pending: usize,
     pending: AtomicUsize,
+    /// Pool jobs running now (the rest of `pending` is queued).
+    running: AtomicUsize,
     completed_pool: AtomicU64,
     completed_blocking: AtomicU64,
     fallbacks_saturated: AtomicU64,
@@ -168,6 +172,7 @@ impl CpuPool {
                 threads,
                 max_pending: config.max_pending,
                 pending: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
                 completed_pool: AtomicU64::new(0),
                 completed_blocking: AtomicU64::new(0),
                 fallbacks_saturated: AtomicU64::new(0),
@@ -214,7 +219,9 @@ impl CpuPool {
         // Released when the job ends, or if the job were ever dropped without running.
         let slot = PendingSlot(Arc::clone(&self.inner));
         pool.spawn(move || {
+            slot.0.running.fetch_add(1, Ordering::AcqRel);
             let result = run_caught(f, &slot.0.panics);
+            slot.0.running.fetch_sub(1, Ordering::AcqRel);
             slot.0.completed_pool.fetch_add(1, Ordering::Relaxed);
             drop(slot);
             // The receiver may be gone (task dropped): nothing to do then.
@@ -273,6 +280,7 @@ impl CpuPool {
         PoolStats {
             threads: i.threads,
             pending: i.pending.load(Ordering::Acquire),
+            running: i.running.load(Ordering::Acquire),
             completed_pool: i.completed_pool.load(Ordering::Relaxed),
             completed_blocking: i.completed_blocking.load(Ordering::Relaxed),
             fallbacks_saturated: i.fallbacks_saturated.load(Ordering::Relaxed),
@@ -429,7 +437,8 @@ mod tests {
             .await
             .expect("join")
             .expect("started");
-        assert_eq!(p.stats().pending, 1);
+        let s = p.stats();
+        assert_eq!((s.pending, s.running), (1, 1), "the job runs, none queued");
 
         let over = p.spawn(|| 2 + 2);
         assert_eq!(over.placement(), Placement::Blocking);
@@ -441,7 +450,7 @@ mod tests {
         release_tx.send(()).expect("release");
         assert_eq!(busy.await, Ok(true));
         let s = p.stats();
-        assert_eq!(s.pending, 0);
+        assert_eq!((s.pending, s.running), (0, 0));
         assert_eq!(s.completed_pool, 1);
         // Capacity is available again.
         let again = p.spawn(|| 1);

@@ -517,6 +517,56 @@ async fn deferred_init_runs_after_ready_and_its_failure_is_reported_while_servin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_reports_give_dependencies_and_when_each_daemon_began_and_became_ready() {
+    let rt = build(vec![
+        Td {
+            spec: td("base"),
+            b: Behavior {
+                // The subject: a core init that takes 20 ms.
+                block_in_start: Some(Duration::from_millis(20)),
+                ..Default::default()
+            },
+        },
+        Td {
+            spec: td("top").requires("base").wants("extra"),
+            b: Behavior::default(),
+        },
+        Td {
+            spec: td("extra"),
+            b: Behavior::default(),
+        },
+    ]);
+    within("start", rt.start_all()).await;
+    let reports = rt.init_reports();
+    let by = |n: &str| {
+        reports
+            .iter()
+            .find(|r| r.daemon == n)
+            .cloned()
+            .expect("report")
+    };
+    let (base, top) = (by("base"), by("top"));
+    assert_eq!(top.requires, vec!["base".to_owned()]);
+    assert_eq!(top.wants, vec!["extra".to_owned()]);
+    assert!(base.requires.is_empty() && base.wants.is_empty());
+    assert!(base.core_init_ms >= 20.0, "{base:?}");
+    // Start signal → wait → core init → READY, in that order, on one clock.
+    assert!(
+        base.waited_ms + base.core_init_ms <= base.ready_at_ms + 1e-9,
+        "{base:?}"
+    );
+    assert!(
+        top.waited_ms >= base.ready_at_ms,
+        "{top:?} began before {base:?} was READY"
+    );
+    assert!(
+        top.ready_at_ms >= top.waited_ms + top.core_init_ms - 1e-9,
+        "{top:?}"
+    );
+    within("shutdown", rt.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_start_shows_longest_poll_at_least_100ms() {
     let rt = build(vec![
         Td {

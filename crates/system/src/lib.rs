@@ -32,7 +32,9 @@ pub use logging::LoggerDaemon;
 pub use placed::{Placed, Placement, WorkerOptions, WorkersConfig};
 pub use search::SearchDaemon;
 pub use session::{Clock, ManualClock, SessionConfig, SessionDaemon, SessionError};
-pub use system::{EventsDaemon, HealthDaemon, SystemDaemon};
+pub use system::{
+    EventsDaemon, HealthDaemon, PROMETHEUS_CONTENT_TYPE, PrometheusRender, SystemDaemon,
+};
 
 use daemonhost_protocol::params::Params;
 use daemonhost_runtime::DaemonError;

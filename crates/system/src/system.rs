@@ -1,7 +1,7 @@
 //! The `system`, `health` and `events` daemons.
 
 use daemonhost_runtime::{
-    BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request,
+    BoxError, CommandSpec, Context, Daemon, DaemonError, DaemonSpec, Request, RuntimeHandle,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -152,18 +152,36 @@ fn help(ctx: &Context, name: &str) -> Result<Value, DaemonError> {
 // health: status, metrics
 // ---------------------------------------------------------------------------------------------
 
-/// `health/status` and `health/metrics`.
-#[derive(Debug, Clone, Default)]
+/// Renders the host's metrics as Prometheus text from the runtime's live state (the binary's
+/// `metrics::render`; this crate knows no exposition format).
+pub type PrometheusRender = Arc<dyn Fn(&RuntimeHandle) -> String + Send + Sync>;
+
+/// The `Content-Type` of the text `health/prometheus` answers (Prometheus text format 0.0.4).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `health/status` and `health/metrics`; `health/prometheus` when given a renderer.
+#[derive(Clone, Default)]
 pub struct HealthDaemon {
     /// The socket server's counters.
     pub host: Arc<HostCounters>,
+    /// Serves `health/prometheus` (`{contentType, text}`) when set.
+    pub prometheus: Option<PrometheusRender>,
+}
+
+impl std::fmt::Debug for HealthDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthDaemon")
+            .field("host", &self.host)
+            .field("prometheus", &self.prometheus.is_some())
+            .finish()
+    }
 }
 
 impl Daemon for HealthDaemon {
     type State = ();
 
     fn spec(&self) -> DaemonSpec {
-        DaemonSpec::new("health")
+        let spec = DaemonSpec::new("health")
             .command(CommandSpec::new(
                 "health/status",
                 "Every daemon with its state, init times, queue depth and longest poll",
@@ -171,7 +189,14 @@ impl Daemon for HealthDaemon {
             .command(CommandSpec::new(
                 "health/metrics",
                 "Process RSS, coordinator lag, pool/bus/socket counters and per-daemon counters",
-            ))
+            ));
+        if self.prometheus.is_none() {
+            return spec;
+        }
+        spec.command(CommandSpec::new(
+            "health/prometheus",
+            "The host's metrics in the Prometheus text format: {contentType, text} (what /metrics serves)",
+        ))
     }
 
     async fn start(&self, _ctx: &Context) -> Result<(), BoxError> {
@@ -252,6 +277,10 @@ impl Daemon for HealthDaemon {
                     "host": self.host.snapshot(),
                     "daemons": daemons,
                 }))
+            }
+            "health/prometheus" if self.prometheus.is_some() => {
+                let text = self.prometheus.as_ref().map(|r| r(rt)).unwrap_or_default();
+                Ok(json!({ "contentType": PROMETHEUS_CONTENT_TYPE, "text": text }))
             }
             other => Err(DaemonError::unknown_command(format!(
                 "daemon 'health' does not serve '{other}'"
@@ -368,6 +397,39 @@ mod tests {
         })
         .await
         .0
+    }
+
+    #[tokio::test]
+    async fn health_prometheus_is_served_only_with_a_renderer_and_answers_its_text() {
+        let mut b = daemonhost_runtime::RuntimeBuilder::new(RuntimeConfig::default());
+        b.register(HealthDaemon::default());
+        let plain = b.build().expect("plan");
+        plain.start_all().await;
+        let e = plain
+            .router()
+            .ask("health/prometheus", json!({}))
+            .await
+            .expect_err("not declared without a renderer");
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+        plain.shutdown().await;
+
+        let render: PrometheusRender =
+            Arc::new(|rt: &RuntimeHandle| format!("daemons {}\n", rt.reports().len()));
+        let mut b = daemonhost_runtime::RuntimeBuilder::new(RuntimeConfig::default());
+        b.register(HealthDaemon {
+            prometheus: Some(render),
+            ..HealthDaemon::default()
+        });
+        let rt = b.build().expect("plan");
+        rt.start_all().await;
+        let v = rt
+            .router()
+            .ask("health/prometheus", json!({}))
+            .await
+            .expect("served");
+        assert_eq!(v["text"], "daemons 1\n");
+        assert_eq!(v["contentType"], PROMETHEUS_CONTENT_TYPE);
+        rt.shutdown().await;
     }
 
     #[tokio::test]

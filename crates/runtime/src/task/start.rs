@@ -25,6 +25,10 @@ pub(super) async fn start<D: Daemon>(
     let spec = t.spec();
     let slot = t.slot;
     let fault = t.ctx().fault();
+    // What it required is READY (and what it wants has settled): the wait ends here.
+    slot.metrics
+        .waited_us
+        .store(micros_since(t.started_at), Ordering::Relaxed);
     t.enter(LifecycleState::Starting);
     let mut subs = Vec::with_capacity(spec.events.len());
     for p in &spec.events {
