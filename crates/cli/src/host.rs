@@ -265,10 +265,11 @@ async fn run_async(
     };
 
     tracing::info!(signal = stopped_by, "Shutting down");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Pings end first (the thread is joined), so no WATCHDOG=1 follows STOPPING=1.
     if let Some(w) = watchdog.as_mut() {
         w.stop();
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let shutdown = shutdown(&runtime, &mut server, &cfg);
     tokio::pin!(shutdown);
     let clean = tokio::select! {

@@ -14,8 +14,8 @@
 //! runtime's own measure, and the thread only reads it. The lag probe always runs in the host
 //! (`RuntimeConfig::lag_probe`); without one there is nothing to judge by and the pings go.
 //!
-//! Pings stop when shutdown begins (after `STOPPING=1`): from then on systemd's stop timeout
-//! governs, and the runtime stops its probe while it stops.
+//! Pings stop when shutdown begins, before `STOPPING=1` is sent (so none follows it): from
+//! then on systemd's stop timeout governs, and the runtime stops its probe while it stops.
 
 use daemonhost_runtime::{LagSnapshot, RuntimeHandle};
 use parking_lot::{Condvar, Mutex};

@@ -5,6 +5,7 @@ mod commands;
 mod data;
 mod harness;
 mod killloop;
+mod observe;
 mod platform;
 mod server;
 mod sessions;
