@@ -2,7 +2,7 @@
 //!
 //! A worker is a child process (normally `daemonhost worker KIND`) speaking the wire protocol over
 //! a Unix socket. The supervisor binds the socket, spawns the child (own process group,
-//! `NOTIFY_SOCKET` removed, killed if the supervisor is dropped), accepts its connection, checks
+//! `NOTIFY_SOCKET` and the watchdog variables removed, killed if the supervisor is dropped), accepts its connection, checks
 //! the `worker/hello` handshake, pings it, and restarts it with exponential backoff when it exits
 //! or stops answering pings, up to a start limit (default 5 starts in 10 s, as systemd), after
 //! which the worker is `failed` with the cause.
@@ -488,6 +488,9 @@ async fn start_once(shared: &Shared) -> Result<(Child, Client), String> {
         .arg("--socket")
         .arg(&spec.socket_path)
         .env_remove("NOTIFY_SOCKET")
+        // The host's systemd watchdog is the host's: a worker pings nothing.
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
