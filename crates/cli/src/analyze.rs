@@ -464,7 +464,11 @@ pub fn plot_svg(startup: &Value) -> String {
             TOP - 6.0,
             axis_y,
             axis_y + 16.0,
-            esc(&fmt_ms(t))
+            if t == 0.0 {
+                "0".to_owned()
+            } else {
+                esc(&fmt_ms(t))
+            }
         );
         t += step;
     }
