@@ -29,8 +29,9 @@
 //! );
 //! ```
 //!
-//! A render reads `/proc` and walks ~20 daemons: well under a millisecond, fine to call on the
-//! async runtime (no `spawn_blocking` needed).
+//! A render reads five `/proc` files and walks ~20 daemons: `health/prometheus` answers in
+//! 2.1 ms (p50, one connection, debug build; `ping` 0.09 ms), about 42 KB of text. Fine to call
+//! on the async runtime at scrape intervals (no `spawn_blocking` needed).
 //!
 //! Naming follows the Prometheus conventions: every family starts with `daemonhost_`, values
 //! are in base units (seconds, bytes), counters end in `_total`, and each family has its HELP
