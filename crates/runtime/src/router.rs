@@ -99,6 +99,8 @@ struct Inner {
     slots: Vec<Slot>,
     exact: HashMap<Box<str>, Route>,
     prefixes: HashMap<Box<str>, PrefixRoute>,
+    /// The longest registered prefix, in bytes: a name's slashes past it are never looked up.
+    longest_prefix: usize,
     default_timeout: Duration,
     max_timeout: Duration,
     shutting_down: AtomicBool,
@@ -146,6 +148,11 @@ impl Router {
             inner: Arc::new(Inner {
                 slots,
                 exact,
+                longest_prefix: prefixes
+                    .keys()
+                    .map(|p: &Box<str>| p.len())
+                    .max()
+                    .unwrap_or(0),
                 prefixes,
                 default_timeout,
                 max_timeout,
@@ -164,9 +171,13 @@ impl Router {
                 params: &r.params,
             });
         }
-        // Longest prefix first: "a/b/c" tries "a/b/" then "a/".
-        let mut end = command.len();
-        while let Some(pos) = command[..end].rfind('/') {
+        // Longest prefix first: "a/b/c" tries "a/b/" then "a/". Only slashes within the
+        // longest registered prefix are tried: a name of many slashes costs no more than a
+        // short one (each try hashes the name up to its slash).
+        let bytes = command.as_bytes();
+        let mut end = bytes.len().min(self.inner.longest_prefix);
+        while let Some(pos) = bytes[..end].iter().rposition(|b| *b == b'/') {
+            // `pos` is a '/', so a character boundary.
             if let Some(p) = self.inner.prefixes.get(&command[..=pos]) {
                 return p.open.then_some(Target {
                     slot: p.slot,
@@ -848,12 +859,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_unknown_name_is_answered_at_once_unknown_command_with_the_name_cut() {
-        let (r, _l) = router_of(&HOST_LIKE);
+        let mut specs: Vec<DaemonSpec> = HOST_LIKE
+            .iter()
+            .enumerate()
+            .map(|(i, n)| DaemonSpec::new(format!("d{i}")).command(CommandSpec::new(*n, "c")))
+            .collect();
+        // Closed prefixes: names under them that nobody declares are unknown too.
+        specs.push(
+            DaemonSpec::new("prefixed")
+                .prefix("data/")
+                .prefix("data/archive/")
+                .command(CommandSpec::new("data/archive/run", "r")),
+        );
+        let (r, _l) = router(specs);
         // 100 KiB held the `system` daemon ~4.7 s when every distance was computed in full;
         // 16 MiB (the largest frame) took minutes, and its echo made the answer too large to
         // send (`internal`).
         for len in [100 << 10, 16 << 20] {
-            for name in ["x".repeat(len), format!("data/list{}", "é".repeat(len / 2))] {
+            // Without a slash, with a prefix's, with nothing but slashes (each one was a prefix
+            // lookup hashing the name up to it: quadratic).
+            for name in [
+                "x".repeat(len),
+                format!("data/list{}", "é".repeat(len / 2)),
+                "/".repeat(len),
+                "data/".repeat(len / 5),
+            ] {
                 let started = std::time::Instant::now();
                 let e = r.ask(&name, Value::Null).await.expect_err("unknown");
                 let took = started.elapsed();
