@@ -148,11 +148,7 @@ impl Router {
             inner: Arc::new(Inner {
                 slots,
                 exact,
-                longest_prefix: prefixes
-                    .keys()
-                    .map(|p: &Box<str>| p.len())
-                    .max()
-                    .unwrap_or(0),
+                longest_prefix: prefixes.keys().map(|p| p.len()).max().unwrap_or(0),
                 prefixes,
                 default_timeout,
                 max_timeout,
