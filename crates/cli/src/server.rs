@@ -35,6 +35,10 @@
 //! stops the reading, not the answering: every request already read is answered, then the
 //! connection is closed. Part of a frame left unfinished at the end is discarded unanswered.
 //!
+//! An answer too large to send (above `max_frame_len`) is an error message that echoes a param
+//! of nearly the frame's size (`events/subscribe` quotes its pattern, `persona/status` its id):
+//! it keeps its code and its message is cut to 1 KiB. A *result* too large is `internal`.
+//!
 //! Malformed input follows `docs/PROTOCOL.md`: an undecodable body is answered `bad_request`
 //! (with the id it could recover) and the connection goes on; a declared length above the
 //! maximum is answered `frame_too_large` with id null and the connection is closed (answers
@@ -81,6 +85,8 @@ use tokio_util::task::TaskTracker;
 const OUTBOX_HIGH: usize = 4 << 20;
 /// Events encoded per wake-up before the reader looks at its other work again.
 const EVENT_BATCH: usize = 64;
+/// Bytes of an error message kept when the answer it is in is too large to send.
+const MAX_CUT_MESSAGE: usize = 1024;
 /// How long a writer may still flush after the server is told to close.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_millis(200);
 
@@ -235,6 +241,15 @@ fn refuse(stream: UnixStream, shared: &Shared) {
         tracing::debug!(error = %e, "Could not tell a refused connection why");
     }
     tracing::debug!(max, "Refused a connection over max_connections");
+}
+
+/// The first `max` bytes of `s`, or a little less: cut on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut at = max.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    &s[..at]
 }
 
 /// Whether `buf`, what the reader holds of the stream, begins with an incomplete frame (part of
@@ -595,13 +610,29 @@ impl Conn<'_> {
             id: Some(id),
             outcome: answer.map_err(ErrorBody::from),
         });
-        if let Err(e) = write_frame(&mut self.out, &frame, self.shared.cfg.max_frame_len) {
-            tracing::warn!(id, error = %e, "Response too large to send");
-            self.error(
+        let Err(e) = write_frame(&mut self.out, &frame, self.shared.cfg.max_frame_len) else {
+            return;
+        };
+        tracing::warn!(id, error = %e, "Response too large to send");
+        match frame {
+            // An error too large is one whose message echoes what was sent (a param of nearly
+            // the frame's size): its code stands, its message is cut.
+            Frame::Response(Response {
+                outcome: Err(mut body),
+                ..
+            }) => {
+                let len = body.message.len();
+                body.message = format!(
+                    "{}… (message cut: {len} bytes)",
+                    cut(&body.message, MAX_CUT_MESSAGE)
+                );
+                self.push(&Frame::Response(Response::from_error(Some(id), body)));
+            }
+            _ => self.error(
                 Some(id),
                 ErrorCode::Internal,
                 format!("the response could not be sent: {e}"),
-            );
+            ),
         }
     }
 
@@ -829,6 +860,73 @@ mod tests {
             counters.connections_open.load(Ordering::Relaxed) == 0
         })
         .await;
+        within("the server to close", server.close(Duration::from_secs(5))).await;
+        within("shutdown", rt.shutdown()).await;
+    }
+
+    #[tokio::test]
+    async fn an_error_too_large_to_send_keeps_its_code_with_its_message_cut_and_a_result_is_internal()
+     {
+        const MAX: usize = 4096;
+        let mut b = RuntimeBuilder::new(daemonhost_testkit::quiet_config());
+        b.register(Fake::answering(
+            DaemonSpec::new("big")
+                .command(CommandSpec::new("big/error", "e"))
+                .command(CommandSpec::new("big/result", "r")),
+            |r| match r.command.as_str() {
+                "big/error" => Err(DaemonError::not_found(format!("no '{}'", "é".repeat(MAX)))),
+                _ => Ok(Value::from("x".repeat(MAX))),
+            },
+        ));
+        let rt = b.build().expect("a valid plan");
+        within("start", rt.start_all()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = spawn(
+            listener,
+            rt.router(),
+            rt.bus(),
+            ServerConfig {
+                max_frame_len: MAX,
+                ..config()
+            },
+            Arc::new(HostCounters::default()),
+        );
+        let (rd, mut wr) = UnixStream::connect(&path)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut reader = Reader::new(rd);
+        for (id, command) in [(1, "big/error"), (2, "big/result")] {
+            let mut b = BytesMut::new();
+            let req = Request::new(id, command, Value::Null);
+            write_frame(&mut b, &Frame::Request(req), MAX).expect("encode");
+            wr.write_all(&b).await.expect("write");
+            let r = reader.response().await;
+            assert_eq!(r.id, Some(id));
+            let e = r.outcome.expect_err("an error");
+            if id == 1 {
+                assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+                let full = format!("no '{}'", "é".repeat(MAX)).len();
+                assert!(
+                    e.message
+                        .ends_with(&format!("… (message cut: {full} bytes)")),
+                    "{}",
+                    e.message
+                );
+                assert!(e.message.starts_with("no 'éé"), "{}", e.message);
+                assert!(
+                    e.message.len() <= MAX_CUT_MESSAGE + 64,
+                    "{}",
+                    e.message.len()
+                );
+            } else {
+                assert_eq!(e.code, ErrorCode::Internal, "{e:?}");
+                assert!(e.message.starts_with("the response could not be sent"));
+            }
+        }
+        drop(wr);
         within("the server to close", server.close(Duration::from_secs(5))).await;
         within("shutdown", rt.shutdown()).await;
     }

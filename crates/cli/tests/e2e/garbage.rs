@@ -958,3 +958,35 @@ async fn a_huge_unknown_command_name_is_answered_unknown_command_at_once_with_th
         .await
         .expect("the host serves on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_echoing_a_param_of_the_frame_s_size_keeps_its_code_with_its_message_cut() {
+    let host = Host::start(BIN);
+    let (mut r, mut w) = split(host.raw().await);
+    // Each param as long as a frame allows: the error message quoting it (with its own words)
+    // did not fit in an answer, which was then `internal`.
+    for (id, command, key, code) in [
+        (1, "events/subscribe", "pattern", ErrorCode::Validation),
+        (2, "persona/status", "id", ErrorCode::NotFound),
+    ] {
+        let mut params = Map::new();
+        params.insert(key.to_owned(), Value::from(""));
+        let empty = Frame::Request(Request::new(id, command, Value::Object(params.clone())));
+        let room = DEFAULT_MAX_FRAME - empty.to_vec().len();
+        // Not a valid pattern (`,` outside braces), not a persona.
+        params.insert(key.to_owned(), Value::from(",".repeat(room)));
+        let body = Frame::Request(Request::new(id, command, Value::Object(params))).to_vec();
+        assert_eq!(body.len(), DEFAULT_MAX_FRAME);
+        send(&mut w, &framed(&body)).await;
+        let resp = r.response().await;
+        assert_eq!(resp.id, Some(id));
+        let e = resp.outcome.expect_err("an error");
+        assert_eq!(e.code, code, "{command}: {}", cut(&e.message, 300));
+        assert!(
+            e.message.ends_with(" bytes)") && e.message.len() < 2048,
+            "{command}: {} bytes: {}",
+            e.message.len(),
+            cut(&e.message, 300)
+        );
+    }
+}
