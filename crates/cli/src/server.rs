@@ -31,6 +31,14 @@
 //! `frame_too_large` one. A connection idle *between* frames is never timed out: it costs one
 //! parked task and its fd, and is bounded by `max_connections`.
 //!
+//! **The end of the peer's stream** (it closed or shut down its write side, or a read failed)
+//! stops the reading, not the answering: every request already read is answered, then the
+//! connection is closed. Part of a frame left unfinished at the end is discarded unanswered.
+//!
+//! An answer too large to send (above `max_frame_len`) is an error message that echoes a param
+//! of nearly the frame's size (`events/subscribe` quotes its pattern, `persona/status` its id):
+//! it keeps its code and its message is cut to 1 KiB. A *result* too large is `internal`.
+//!
 //! Malformed input follows `docs/PROTOCOL.md`: an undecodable body is answered `bad_request`
 //! (with the id it could recover) and the connection goes on; a declared length above the
 //! maximum is answered `frame_too_large` with id null and the connection is closed (answers
@@ -77,6 +85,8 @@ use tokio_util::task::TaskTracker;
 const OUTBOX_HIGH: usize = 4 << 20;
 /// Events encoded per wake-up before the reader looks at its other work again.
 const EVENT_BATCH: usize = 64;
+/// Bytes of an error message kept when the answer it is in is too large to send.
+const MAX_CUT_MESSAGE: usize = 1024;
 /// How long a writer may still flush after the server is told to close.
 const CLOSE_FLUSH_GRACE: Duration = Duration::from_millis(200);
 
@@ -233,6 +243,15 @@ fn refuse(stream: UnixStream, shared: &Shared) {
     tracing::debug!(max, "Refused a connection over max_connections");
 }
 
+/// The first `max` bytes of `s`, or a little less: cut on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut at = max.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    &s[..at]
+}
+
 /// Whether `buf`, what the reader holds of the stream, begins with an incomplete frame (part of
 /// a header, or a header and part of its body). The codec keeps the header in the buffer until
 /// the whole frame is there.
@@ -366,8 +385,12 @@ async fn connection(
                     close_after_flush = true;
                 }
                 Read::Item(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "Connection read failed");
-                    break;
+                    // The end of the stream inside a frame (a half-close with part of a frame
+                    // buffered; the part is discarded), or a failed read: nothing more can be
+                    // read, but the answers to the requests in flight are still written, as
+                    // after a clean end of the stream. A write that fails ends the connection.
+                    tracing::debug!(error = %e, in_flight = inflight.len(), "Connection read ended");
+                    reading = false;
                 }
             },
             // After the read arm: bytes that completed the frame are decoded first.
@@ -587,13 +610,29 @@ impl Conn<'_> {
             id: Some(id),
             outcome: answer.map_err(ErrorBody::from),
         });
-        if let Err(e) = write_frame(&mut self.out, &frame, self.shared.cfg.max_frame_len) {
-            tracing::warn!(id, error = %e, "Response too large to send");
-            self.error(
+        let Err(e) = write_frame(&mut self.out, &frame, self.shared.cfg.max_frame_len) else {
+            return;
+        };
+        tracing::warn!(id, error = %e, "Response too large to send");
+        match frame {
+            // An error too large is one whose message echoes what was sent (a param of nearly
+            // the frame's size): its code stands, its message is cut.
+            Frame::Response(Response {
+                outcome: Err(mut body),
+                ..
+            }) => {
+                let len = body.message.len();
+                body.message = format!(
+                    "{}… (message cut: {len} bytes)",
+                    cut(&body.message, MAX_CUT_MESSAGE)
+                );
+                self.push(&Frame::Response(Response::from_error(Some(id), body)));
+            }
+            _ => self.error(
                 Some(id),
                 ErrorCode::Internal,
                 format!("the response could not be sent: {e}"),
-            );
+            ),
         }
     }
 
@@ -724,6 +763,173 @@ async fn write_loop(outbox: Arc<Outbox>, close: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daemonhost_protocol::Request;
+    use daemonhost_runtime::{CommandSpec, DaemonSpec, Runtime, RuntimeBuilder};
+    use daemonhost_testkit::fake::Fake;
+    use daemonhost_testkit::host::Reader;
+    use daemonhost_testkit::{eventually, within};
+    use serde_json::json;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            max_frame_len: daemonhost_protocol::DEFAULT_MAX_FRAME,
+            max_in_flight: 1024,
+            max_subscriptions: 64,
+            event_buffer: 256,
+            max_connections: 16,
+            frame_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A runtime (not started) whose one daemon echoes `later/echo`.
+    fn runtime() -> Runtime {
+        let mut b = RuntimeBuilder::new(daemonhost_testkit::quiet_config());
+        b.register(Fake::echo(
+            DaemonSpec::new("later").command(CommandSpec::new("later/echo", "echoes its params")),
+        ));
+        b.build().expect("a valid plan")
+    }
+
+    fn request(id: u64) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        let req = Request::new(id, "later/echo", json!({ "n": id }));
+        write_frame(&mut b, &Frame::Request(req), usize::MAX).expect("encode");
+        b.to_vec()
+    }
+
+    // Current-thread runtime: once the test task runs again after the server read both
+    // requests, the server's connection task has also read the end of the stream behind them
+    // (it was in the socket before the server accepted), so the order below is exact.
+    #[tokio::test]
+    async fn a_half_close_with_a_partial_frame_buffered_still_answers_every_request_in_flight() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let counters = Arc::new(HostCounters::default());
+
+        // Two requests, the first 7 bytes of a third, then the write side shut down: all of it
+        // waits in the socket before the server accepts.
+        let mut client = UnixStream::connect(&path).await.expect("connect");
+        let mut bytes = [request(1), request(2)].concat();
+        bytes.extend_from_slice(&request(3)[..7]);
+        client.write_all(&bytes).await.expect("write");
+        client.shutdown().await.expect("shut down the write side");
+        let server = spawn(
+            listener,
+            rt.router(),
+            rt.bus(),
+            config(),
+            Arc::clone(&counters),
+        );
+
+        // The daemon has not started: both requests wait in its startup queue, in flight on
+        // the connection, while the server reads the end of the stream behind them.
+        let queued = || rt.reports()[0].queue_depth;
+        eventually("both requests queued", async || queued() == 2).await;
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            counters.connections_open.load(Ordering::Relaxed),
+            1,
+            "the connection was closed with two requests in flight"
+        );
+
+        // Once the daemon is up, both are answered, then the connection ends.
+        rt.start();
+        let (rd, _wr) = client.into_split();
+        let mut reader = Reader::new(rd);
+        let mut answered = Vec::new();
+        while let Some(frame) = reader.next_frame().await {
+            match frame {
+                Frame::Response(r) => answered.push((r.id, r.outcome)),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        answered.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            answered,
+            vec![
+                (Some(1), Ok(json!({"n": 1}))),
+                (Some(2), Ok(json!({"n": 2}))),
+            ],
+            "each request read is answered once, the unfinished frame is not"
+        );
+        eventually("the connection closed", async || {
+            counters.connections_open.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        within("the server to close", server.close(Duration::from_secs(5))).await;
+        within("shutdown", rt.shutdown()).await;
+    }
+
+    #[tokio::test]
+    async fn an_error_too_large_to_send_keeps_its_code_with_its_message_cut_and_a_result_is_internal()
+     {
+        const MAX: usize = 4096;
+        let mut b = RuntimeBuilder::new(daemonhost_testkit::quiet_config());
+        b.register(Fake::answering(
+            DaemonSpec::new("big")
+                .command(CommandSpec::new("big/error", "e"))
+                .command(CommandSpec::new("big/result", "r")),
+            |r| match r.command.as_str() {
+                "big/error" => Err(DaemonError::not_found(format!("no '{}'", "é".repeat(MAX)))),
+                _ => Ok(Value::from("x".repeat(MAX))),
+            },
+        ));
+        let rt = b.build().expect("a valid plan");
+        within("start", rt.start_all()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = spawn(
+            listener,
+            rt.router(),
+            rt.bus(),
+            ServerConfig {
+                max_frame_len: MAX,
+                ..config()
+            },
+            Arc::new(HostCounters::default()),
+        );
+        let (rd, mut wr) = UnixStream::connect(&path)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut reader = Reader::new(rd);
+        for (id, command) in [(1, "big/error"), (2, "big/result")] {
+            let mut b = BytesMut::new();
+            let req = Request::new(id, command, Value::Null);
+            write_frame(&mut b, &Frame::Request(req), MAX).expect("encode");
+            wr.write_all(&b).await.expect("write");
+            let r = reader.response().await;
+            assert_eq!(r.id, Some(id));
+            let e = r.outcome.expect_err("an error");
+            if id == 1 {
+                assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+                let full = format!("no '{}'", "é".repeat(MAX)).len();
+                assert!(
+                    e.message
+                        .ends_with(&format!("… (message cut: {full} bytes)")),
+                    "{}",
+                    e.message
+                );
+                assert!(e.message.starts_with("no 'éé"), "{}", e.message);
+                assert!(
+                    e.message.len() <= MAX_CUT_MESSAGE + 64,
+                    "{}",
+                    e.message.len()
+                );
+            } else {
+                assert_eq!(e.code, ErrorCode::Internal, "{e:?}");
+                assert!(e.message.starts_with("the response could not be sent"));
+            }
+        }
+        drop(wr);
+        within("the server to close", server.close(Duration::from_secs(5))).await;
+        within("shutdown", rt.shutdown()).await;
+    }
 
     #[test]
     fn incomplete_frame_is_part_of_a_header_or_a_header_and_part_of_its_body() {

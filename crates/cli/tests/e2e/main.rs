@@ -3,6 +3,7 @@
 
 mod commands;
 mod data;
+mod garbage;
 mod harness;
 mod killloop;
 mod platform;
