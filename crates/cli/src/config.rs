@@ -817,7 +817,9 @@ mod tests {
         assert_eq!(c.host.max_connections, None, "moved, so it is printed once");
         let text = c.to_toml().expect("render");
         assert!(text.contains("[server]\nmax_connections = 7\n"), "{text}");
-        assert_eq!(text.matches("max_connections").count(), 1, "{text}");
+        // Once under [server] (and [web] has its own, a WebSocket bound), never under [host].
+        assert_eq!(text.matches("max_connections = 7").count(), 1, "{text}");
+        assert_eq!(text.matches("max_connections").count(), 2, "{text}");
         assert_eq!(Config::parse(&text).expect("parse back"), c);
         let c = Config::parse("[server]\nmax_connections = 9\nframe_timeout_ms = 250\n")
             .expect("the new keys");

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 /// work again.
 const CONTROL_BATCH: usize = 64;
 
-fn header<'a>(headers: &'a HeaderMap, name: axum::http::HeaderName) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
