@@ -19,6 +19,12 @@
 //! max_connections = 4096    # open at once; one more gets `overloaded` naming this, and is closed
 //! frame_timeout_ms = 10000  # a frame begun must be complete within this, else `timeout` + close
 //!
+//! [web]                     # the browser bridge: HTTP + WebSocket (docs/PROTOCOL.md, WebSocket)
+//! listen = "127.0.0.1:9000" # IP:PORT (port 0 = any free port), or "off"; `run --web-listen`
+//! max_connections = 64      # WebSocket connections at once; one more upgrade is refused (503)
+//! max_inflight = 0          # requests in flight per WebSocket; 0 = [host] max_in_flight_per_connection
+//! allowed_hosts = []        # extra Host names accepted (a TLS reverse proxy's public name)
+//!
 //! [runtime]
 //! default_timeout_ms = 10000
 //! max_timeout_ms = 600000
@@ -84,6 +90,7 @@ use daemonhost_runtime::RuntimeConfig;
 use daemonhost_system::SessionConfig;
 use daemonhost_system::placed::{Placement, WorkerOptions, WorkersConfig};
 use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,6 +102,8 @@ pub struct Config {
     pub host: HostSection,
     /// The socket server's guards: connections at once, time to complete a frame.
     pub server: ServerSection,
+    /// The browser bridge: an HTTP + WebSocket listener.
+    pub web: WebSection,
     /// The daemon runtime.
     pub runtime: RuntimeSection,
     /// The session daemon.
@@ -344,6 +353,58 @@ impl Default for ServerSection {
     }
 }
 
+/// `[web]`: the browser bridge (`crates/cli/src/web`), an HTTP + WebSocket listener on the
+/// host's runtime. Loopback only unless configured otherwise; every endpoint but `/healthz`
+/// needs the data dir's token (`DIR/web.token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// `IP:PORT` to listen on (`localhost:PORT` is `127.0.0.1:PORT`; port 0 = any free port),
+    /// or `off` for no listener at all. `run --web-listen` overrides it.
+    pub listen: String,
+    /// WebSocket connections open at once; one more upgrade is refused with
+    /// `503 Service Unavailable` naming this limit. The connections already open are not
+    /// affected.
+    pub max_connections: usize,
+    /// Requests in flight per WebSocket connection before the host stops reading from it
+    /// (backpressure, as on the socket); 0 = `[host] max_in_flight_per_connection`.
+    pub max_inflight: usize,
+    /// Names accepted in the `Host` header besides the listen address and the loopback names
+    /// (`localhost`, `127.0.0.1`, `[::1]`), e.g. the public name a TLS reverse proxy forwards.
+    /// Each is `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            listen: "127.0.0.1:9000".to_owned(),
+            max_connections: 64,
+            max_inflight: 0,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Parse a `[web] listen` value: `None` for `off`.
+pub fn parse_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Some(port) = t.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("web listen address '{t}': bad port"))?;
+        return Ok(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    }
+    t.parse::<SocketAddr>().map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "web listen address '{t}' is not IP:PORT or off ({e}); e.g. 127.0.0.1:9000, [::1]:9000, 127.0.0.1:0"
+        )
+    })
+}
+
 /// `[runtime]`: deadlines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +509,7 @@ impl Config {
             ("host.event_buffer", h.event_buffer as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.frame_timeout_ms", self.server.frame_timeout_ms),
+            ("web.max_connections", self.web.max_connections as u64),
             (
                 "runtime.default_timeout_ms",
                 self.runtime.default_timeout_ms,
@@ -503,6 +565,7 @@ impl Config {
                 );
             }
         }
+        parse_listen(&self.web.listen).context("web.listen")?;
         if self.runtime.default_timeout_ms > self.runtime.max_timeout_ms {
             bail!(
                 "runtime.default_timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
@@ -529,6 +592,19 @@ impl Config {
             .map(std::num::NonZeroUsize::get)
             .unwrap_or(1);
         (cores / 2).max(1)
+    }
+
+    /// Where the web bridge listens (`None`: off). Checked by [`Config::parse`].
+    pub fn web_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_listen(&self.web.listen)
+    }
+
+    /// Requests in flight per WebSocket connection (`[web] max_inflight`, 0 = the socket's).
+    pub fn web_max_inflight(&self) -> usize {
+        match self.web.max_inflight {
+            0 => self.host.max_in_flight_per_connection,
+            n => n,
+        }
     }
 
     /// The runtime settings this config asks for.
@@ -745,7 +821,9 @@ mod tests {
         assert_eq!(c.host.max_connections, None, "moved, so it is printed once");
         let text = c.to_toml().expect("render");
         assert!(text.contains("[server]\nmax_connections = 7\n"), "{text}");
-        assert_eq!(text.matches("max_connections").count(), 1, "{text}");
+        // Once under [server] (and [web] has its own, a WebSocket bound), never under [host].
+        assert_eq!(text.matches("max_connections = 7").count(), 1, "{text}");
+        assert_eq!(text.matches("max_connections").count(), 2, "{text}");
         assert_eq!(Config::parse(&text).expect("parse back"), c);
         let c = Config::parse("[server]\nmax_connections = 9\nframe_timeout_ms = 250\n")
             .expect("the new keys");
@@ -764,6 +842,36 @@ mod tests {
             let e = Config::parse(zero).expect_err("zero");
             assert!(e.to_string().contains("must be at least 1"), "{zero}: {e}");
         }
+    }
+
+    #[test]
+    fn web_listens_on_loopback_9000_by_default_and_accepts_a_port_zero_or_off() {
+        let d = Config::default();
+        assert_eq!(
+            d.web_listen().expect("default"),
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9000)))
+        );
+        assert_eq!(d.web.max_connections, 64);
+        assert_eq!(d.web_max_inflight(), d.host.max_in_flight_per_connection);
+        let c = Config::parse("[web]\nlisten = \"off\"\nmax_inflight = 8\n").expect("off");
+        assert_eq!(c.web_listen().expect("off"), None);
+        assert_eq!(c.web_max_inflight(), 8);
+        let c = Config::parse("[web]\nlisten = \"localhost:0\"\n").expect("localhost");
+        assert_eq!(
+            c.web_listen().expect("port 0"),
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        );
+        let c = Config::parse("[web]\nlisten = \"[::1]:9001\"\n").expect("v6");
+        assert_eq!(c.web_listen().expect("v6").map(|a| a.port()), Some(9001));
+        for bad in [
+            "[web]\nlisten = \"nine-thousand\"\n",
+            "[web]\nlisten = \"127.0.0.1\"\n",
+            "[web]\nmax_connections = 0\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+        let e = Config::parse("[web]\nlisten = \"example:1\"\n").expect_err("a name");
+        assert!(format!("{e:#}").contains("example:1"), "{e:#}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!       └─ governance
 //! ai
 //! data, user, room, ai, chat (+ search wanted) ── persona
+//! widget (console wanted: the browser bridge's commands, crates/cli/src/web/widget.rs)
 //! ```
 
 use crate::config::Config;
@@ -45,6 +46,8 @@ pub struct Catalog<'a> {
     pub counters: Arc<HostCounters>,
     /// Called after each round of persona snapshots.
     pub after_snapshots: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The browser clients the web listener serves, listed by `widget/clients`.
+    pub web_clients: Arc<crate::web::Clients>,
 }
 
 impl std::fmt::Debug for Catalog<'_> {
@@ -63,6 +66,7 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
         data_dir,
         counters,
         after_snapshots,
+        web_clients,
     } = catalog;
 
     // The host's own daemons.
@@ -109,6 +113,8 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
     if p.console {
         builder.register(ConsoleDaemon::new(p.console_config.clone()));
     }
+    // The browser bridge's commands (the listener itself is the host's, crates/cli/src/web).
+    builder.register(crate::web::WidgetDaemon::new(web_clients));
 
     let mut personas = PersonaDaemon::new(store, cfg.personas.clone());
     if let Some(hook) = after_snapshots {
