@@ -126,6 +126,13 @@ impl Target {
         let port = url.port().unwrap_or(scheme.default_port());
         let fragment = url.fragment().map(str::to_owned);
         url.set_fragment(None);
+        // Normalising escapes what it must (a space becomes `%20`): bound what is fetched too.
+        if url.as_str().len() > MAX_URL_BYTES {
+            return Err(ProxyError::UrlTooLong {
+                len: url.as_str().len(),
+                max: MAX_URL_BYTES,
+            });
+        }
         Ok(Target {
             url,
             scheme,
@@ -182,6 +189,13 @@ mod tests {
         let long = format!("http://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(matches!(
             Target::parse(&long),
+            Err(ProxyError::UrlTooLong { .. })
+        ));
+        // Short as sent, long once normalised (each space is three bytes as `%20`).
+        let spaces = format!("http://example.com/{}x", " ".repeat(MAX_URL_BYTES / 2));
+        assert!(spaces.len() <= MAX_URL_BYTES);
+        assert!(matches!(
+            Target::parse(&spaces),
             Err(ProxyError::UrlTooLong { .. })
         ));
     }

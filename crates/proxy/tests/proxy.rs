@@ -426,6 +426,33 @@ async fn a_redirect_is_answered_with_an_absolute_location_and_not_followed() {
 }
 
 #[tokio::test]
+async fn https_to_a_server_that_speaks_no_tls_is_unavailable_naming_the_host() {
+    let pages = PageServer::start().await;
+    let rt = runtime(ProxyDaemon::new(config(&[format!(
+        "127.0.0.1:{}",
+        pages.port
+    )])))
+    .await;
+    let router = rt.router();
+    let e = fetch(
+        &router,
+        json!({"url": format!("https://127.0.0.1:{}/hello", pages.port)}),
+    )
+    .await
+    .expect_err("no TLS there");
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+    assert!(e.message.contains("'127.0.0.1'"), "{e}");
+    assert_eq!(pages.request_lines(), ["(a TLS ClientHello)"]);
+    let s = status(&router).await;
+    assert_ne!(
+        s["tls"], "not loaded",
+        "the TLS configuration was built: {s}"
+    );
+    assert_eq!(s["failed"], 1);
+    rt.shutdown().await;
+}
+
+#[tokio::test]
 async fn fetches_past_max_concurrent_are_answered_overloaded_at_once() {
     let stalling = PageServer::start().await;
     let pages = PageServer::start().await;

@@ -13,7 +13,8 @@
 //! | `/stall-body` | headers (`content-length: 1000`) and 10 bytes, then nothing |
 //! | anything else | 404 |
 //!
-//! `HEAD` gets the headers of `GET` and no body. A stalled connection stays open until the
+//! `HEAD` gets the headers of `GET` and no body. A TLS ClientHello is answered with a plain-text
+//! 400, as a plain HTTP server answers one (recorded as the head `(a TLS ClientHello)`). A stalled connection stays open until the
 //! server is stopped or dropped; nothing here sleeps.
 
 use parking_lot::Mutex;
@@ -100,6 +101,14 @@ async fn serve(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
         match sock.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.first() == Some(&0x16) {
+            // A TLS handshake record: answered in plain text, as a plain HTTP server does.
+            heads.lock().push("(a TLS ClientHello)".to_owned());
+            let _ = sock
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")
+                .await;
+            return;
         }
         if buf.len() > 64 * 1024 {
             return;
