@@ -53,6 +53,15 @@
 //! stop_grace_ms = 2000
 //! max_log_mb = 0            # quota of DIR/logs for the logger, MiB; 0 = none (default)
 //!
+//! [proxy]                   # proxy/fetch: same-origin fetches for UI iframes (docs/adr/0010-proxy.md)
+//! allow = []                # what it may fetch; empty (default) = nothing. Entries: "docs.rs",
+//!                           # "127.0.0.1:8080", "[::1]:3000", "*.example.com" (names below it),
+//!                           # "https://host" (that scheme only); no port = the scheme's default.
+//!                           # Loopback/private/link-local addresses only for hosts listed exactly.
+//! max_bytes = 2097152       # a larger body fails (validation); never truncated
+//! timeout_ms = 10000        # the whole fetch: DNS, connect, answer, body; then `timeout`
+//! max_concurrent = 16       # fetches at once; one more is `overloaded`
+//!
 //! [platform]
 //! console = true             # console/write into the logger
 //! auto_join = ["general"]
@@ -86,6 +95,7 @@ use daemonhost_data_client::DataClient;
 use daemonhost_platform::PersonasConfig;
 use daemonhost_platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
+use daemonhost_proxy::{Allowlist, ProxyConfig};
 use daemonhost_runtime::RuntimeConfig;
 use daemonhost_system::SessionConfig;
 use daemonhost_system::placed::{Placement, WorkerOptions, WorkersConfig};
@@ -114,6 +124,8 @@ pub struct Config {
     pub archive: ArchiveSection,
     /// The AI provider daemon (`[ai]`, `[[ai.providers]]`); `data_dir` defaults to the host's.
     pub ai: AiConfig,
+    /// The same-origin proxy (`proxy/fetch`).
+    pub proxy: ProxySection,
     /// Worker processes (logger, search).
     pub workers: WorkersSection,
     /// The chat platform daemons.
@@ -174,6 +186,34 @@ impl Default for WorkersSection {
             max_backoff_ms: ms_of(d.max_backoff),
             stop_grace_ms: ms_of(d.stop_grace),
             max_log_mb: 0,
+        }
+    }
+}
+
+/// `[proxy]`: the same-origin proxy for UI iframes (`crates/proxy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Hosts `proxy/fetch` may fetch (`[scheme://]host[:port]`, `*.domain`); empty (the
+    /// default) allows nothing. A host that resolves to a loopback, private or link-local
+    /// address is fetched only when it is listed exactly (not through a wildcard).
+    pub allow: Vec<String>,
+    /// A larger response body fails the fetch (`validation`); never truncated.
+    pub max_bytes: usize,
+    /// Bound of one whole fetch (DNS, connection, answer, body); then `timeout`.
+    pub timeout_ms: u64,
+    /// Fetches at once; one more is `overloaded`.
+    pub max_concurrent: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        let d = ProxyConfig::default();
+        ProxySection {
+            allow: d.allow,
+            max_bytes: d.max_bytes,
+            timeout_ms: ms_of(d.timeout),
+            max_concurrent: d.max_concurrent,
         }
     }
 }
@@ -541,6 +581,9 @@ impl Config {
                 self.workers.start_limit_interval_ms,
             ),
             ("workers.stop_grace_ms", self.workers.stop_grace_ms),
+            ("proxy.max_bytes", self.proxy.max_bytes as u64),
+            ("proxy.timeout_ms", self.proxy.timeout_ms),
+            ("proxy.max_concurrent", self.proxy.max_concurrent as u64),
         ];
         for (name, v) in nonzero {
             if v == 0 {
@@ -566,10 +609,42 @@ impl Config {
             }
         }
         parse_listen(&self.web.listen).context("web.listen")?;
+        self.validate_proxy()?;
         if self.runtime.default_timeout_ms > self.runtime.max_timeout_ms {
             bail!(
                 "runtime.default_timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
                 self.runtime.default_timeout_ms,
+                self.runtime.max_timeout_ms
+            );
+        }
+        Ok(())
+    }
+
+    /// `[proxy]`: the entries parse, a fetch's answer fits a frame, the bounds are sane.
+    fn validate_proxy(&self) -> anyhow::Result<()> {
+        let p = &self.proxy;
+        Allowlist::parse(&p.allow).map_err(|e| anyhow::anyhow!("proxy.allow: {e}"))?;
+        // Only a proxy that may fetch something needs its answers to fit (a host with small
+        // frames and no [proxy] allow stays valid).
+        let frame = self.host.max_frame_bytes;
+        if !p.allow.is_empty() && daemonhost_proxy::answer_bound(p.max_bytes) > frame {
+            bail!(
+                "proxy.max_bytes = {} does not fit a frame: its answer (the body in base64) needs up to {} bytes, above host.max_frame_bytes = {frame}; set at most {}",
+                p.max_bytes,
+                daemonhost_proxy::answer_bound(p.max_bytes),
+                daemonhost_proxy::max_bytes_for_frame(frame)
+            );
+        }
+        if p.max_concurrent > daemonhost_proxy::MAX_CONCURRENT_LIMIT {
+            bail!(
+                "proxy.max_concurrent must be at most {}",
+                daemonhost_proxy::MAX_CONCURRENT_LIMIT
+            );
+        }
+        if p.timeout_ms > self.runtime.max_timeout_ms {
+            bail!(
+                "proxy.timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
+                p.timeout_ms,
                 self.runtime.max_timeout_ms
             );
         }
@@ -695,6 +770,17 @@ impl Config {
         c
     }
 
+    /// The proxy daemon's settings.
+    pub fn proxy_config(&self) -> ProxyConfig {
+        let p = &self.proxy;
+        ProxyConfig {
+            allow: p.allow.clone(),
+            max_bytes: p.max_bytes,
+            timeout: Duration::from_millis(p.timeout_ms),
+            max_concurrent: p.max_concurrent,
+        }
+    }
+
     /// The session store settings this config asks for.
     pub fn session_config(&self) -> SessionConfig {
         let ttl = Duration::from_secs(self.sessions.ttl_secs);
@@ -797,6 +883,8 @@ mod tests {
             "[server]\nmax_connections = 4096\nframe_timeout_ms = 10000\n",
             "sweep_interval_ms = 60000",
             "cache_capacity = 4096",
+            // The proxy fetches nothing unless told (docs/adr/0010-proxy.md).
+            "[proxy]\nallow = []\nmax_bytes = 2097152\ntimeout_ms = 10000\nmax_concurrent = 16\n",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
@@ -872,6 +960,67 @@ mod tests {
         }
         let e = Config::parse("[web]\nlisten = \"example:1\"\n").expect_err("a name");
         assert!(format!("{e:#}").contains("example:1"), "{e:#}");
+    }
+
+    #[test]
+    fn config_proxy_allows_nothing_by_default_and_refuses_bad_entries_and_limits() {
+        let d = Config::default();
+        assert!(d.proxy.allow.is_empty(), "nothing is fetched unless listed");
+        let p = d.proxy_config();
+        assert_eq!(p.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(p.timeout, Duration::from_secs(10));
+        assert_eq!(p.max_concurrent, 16);
+        let c = Config::parse(
+            "[proxy]\nallow = [\"127.0.0.1:8080\", \"*.example.com\"]\nmax_bytes = 4096\ntimeout_ms = 250\n",
+        )
+        .expect("parse");
+        let p = c.proxy_config();
+        assert_eq!(p.allow, ["127.0.0.1:8080", "*.example.com"]);
+        assert_eq!(
+            (p.max_bytes, p.timeout, p.max_concurrent),
+            (4096, Duration::from_millis(250), 16)
+        );
+        for (text, want) in [
+            (
+                "[proxy]\nallow = [\"*.10.0.0.1\"]\n",
+                "proxy.allow: entry '*.10.0.0.1'",
+            ),
+            ("[proxy]\nallow = [\"ftp://x\"]\n", "proxy.allow"),
+            (
+                "[proxy]\nmax_bytes = 0\n",
+                "proxy.max_bytes must be at least 1",
+            ),
+            (
+                "[proxy]\ntimeout_ms = 0\n",
+                "proxy.timeout_ms must be at least 1",
+            ),
+            (
+                "[proxy]\nmax_concurrent = 0\n",
+                "proxy.max_concurrent must be at least 1",
+            ),
+            (
+                "[proxy]\nmax_concurrent = 5000\n",
+                "proxy.max_concurrent must be at most",
+            ),
+            (
+                "[proxy]\ntimeout_ms = 700000\n",
+                "proxy.timeout_ms (700000) must not exceed",
+            ),
+            (
+                "[proxy]\nallow = [\"docs.rs\"]\nmax_bytes = 16777216\n",
+                "proxy.max_bytes = 16777216 does not fit a frame",
+            ),
+            (
+                "[host]\nmax_frame_bytes = 65536\n[proxy]\nallow = [\"docs.rs\"]\n",
+                "above host.max_frame_bytes = 65536; set at most",
+            ),
+            ("[proxy]\nallowed = []\n", "allowed"),
+        ] {
+            let e = Config::parse(text).expect_err(text);
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+        // Small frames are fine while the proxy may fetch nothing.
+        assert!(Config::parse("[host]\nmax_frame_bytes = 65536\n").is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!       ├─ training
 //!       └─ governance
 //! ai
+//! proxy                                     (no dependencies; fetches only what [proxy] allow lists)
 //! data, user, room, ai, chat (+ search wanted) ── persona
 //! widget (console wanted: the browser bridge's commands, crates/cli/src/web/widget.rs)
 //! ```
@@ -27,6 +28,7 @@ use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PersonaDaemon, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
 };
+use daemonhost_proxy::ProxyDaemon;
 use daemonhost_runtime::RuntimeBuilder;
 use daemonhost_system::{
     EventsDaemon, HealthDaemon, HostCounters, LoggerDaemon, SearchDaemon, SessionDaemon,
@@ -98,6 +100,8 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
     ));
 
     builder.register(AiDaemon::new(cfg.ai_config(data_dir)));
+    // The same-origin proxy the web listener's `/proxy/<encoded-url>` calls.
+    builder.register(ProxyDaemon::new(cfg.proxy_config()));
 
     // The chat platform.
     let p = cfg.platform_config();

@@ -7,6 +7,7 @@ mod garbage;
 mod harness;
 mod killloop;
 mod platform;
+mod proxy;
 mod server;
 mod sessions;
 mod web;
