@@ -265,7 +265,15 @@ async fn run_async(
             "Web bridge listening"
         );
         // The hook for more endpoints (e.g. `/metrics`) is the last argument: see `web::router`.
-        web::spawn(w.bound, server.core(), w.token, &opts, web_clients, None);
+        let extra = web::routes::extra(runtime.router());
+        web::spawn(
+            w.bound,
+            server.core(),
+            w.token,
+            &opts,
+            web_clients,
+            Some(extra),
+        );
         w.url
     });
 

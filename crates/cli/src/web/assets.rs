@@ -37,6 +37,11 @@ pub(crate) const ASSETS: &[Asset] = &[
         bytes: INDEX,
     },
     Asset {
+        path: "/app.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../assets/app.css"),
+    },
+    Asset {
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../assets/app.js"),

@@ -22,6 +22,7 @@
 
 pub(crate) mod assets;
 pub(crate) mod auth;
+pub(crate) mod routes;
 pub(crate) mod widget;
 mod ws;
 

@@ -760,3 +760,30 @@ async fn ws_ping_round_trip_is_measured_against_the_socket_in_one_run() {
     );
     assert_eq!((sock.len(), over_ws.len()), (N, N));
 }
+
+/// `/proxy/<encoded-url>` answers an allowed page as its own (same origin for an iframe), behind
+/// the token like every endpoint; a URL the allowlist does not hold is `403` with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_route_serves_an_allowed_page_same_origin_and_refuses_the_rest_403() {
+    let pages = daemonhost_testkit::pages::PageServer::start().await;
+    let host = Host::start_with_config(
+        BIN,
+        &format!("[proxy]\nallow = [\"127.0.0.1:{}\"]\n", pages.port),
+    );
+    let web = web_of(&host).await;
+    let path = daemonhost_proxy::encode_path(&pages.url("/hello"));
+    let auth = format!("Bearer {}", web.token);
+    let ok = get(&web.addr, &path, &[("Authorization", &auth)]).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.body, daemonhost_testkit::pages::HELLO);
+    assert_eq!(ok.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(ok.header("set-cookie").is_none_or(|c| c.starts_with("dh_token_")), "{ok:?}");
+    // No token: refused before anything is fetched.
+    assert_eq!(get(&web.addr, &path, &[]).await.status, 401);
+    let denied = daemonhost_proxy::encode_path(&format!("http://localhost:{}/hello", pages.port));
+    let no = get(&web.addr, &denied, &[("Authorization", &auth)]).await;
+    assert_eq!(no.status, 403, "{no:?}");
+    assert!(no.body.contains("proxy"), "{no:?}");
+    let bad = get(&web.addr, "/proxy/%zz", &[("Authorization", &auth)]).await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+}
