@@ -373,6 +373,8 @@ fn startup_once(exe: &Path) -> anyhow::Result<StartupSample> {
         .arg("--data-dir")
         .arg(tmp.path())
         .args(["--log-level", "warn", "run"])
+        // Any free port: runs must not collide with each other or with a host on 9000.
+        .args(["--web-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -244,8 +244,10 @@ pub fn print_result(v: &Value, json: bool) {
     } else {
         serde_json::to_string_pretty(v)
     };
-    // Serializing a `Value` into a string cannot fail.
-    println!("{}", text.unwrap_or_default());
+    // Serializing a `Value` into a string cannot fail. A closed stdout (`| head`) is not an
+    // error of the command: the output is simply not wanted any more.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{}", text.unwrap_or_default());
 }
 
 /// `daemonhost call`.

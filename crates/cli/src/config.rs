@@ -19,6 +19,12 @@
 //! max_connections = 4096    # open at once; one more gets `overloaded` naming this, and is closed
 //! frame_timeout_ms = 10000  # a frame begun must be complete within this, else `timeout` + close
 //!
+//! [web]                     # the browser bridge: HTTP + WebSocket (docs/PROTOCOL.md, WebSocket)
+//! listen = "127.0.0.1:9000" # IP:PORT (port 0 = any free port), or "off"; `run --web-listen`
+//! max_connections = 64      # WebSocket connections at once; one more upgrade is refused (503)
+//! max_inflight = 0          # requests in flight per WebSocket; 0 = [host] max_in_flight_per_connection
+//! allowed_hosts = []        # extra Host names accepted (a TLS reverse proxy's public name)
+//!
 //! [runtime]
 //! default_timeout_ms = 10000
 //! max_timeout_ms = 600000
@@ -46,6 +52,15 @@
 //! max_backoff_ms = 2000
 //! stop_grace_ms = 2000
 //! max_log_mb = 0            # quota of DIR/logs for the logger, MiB; 0 = none (default)
+//!
+//! [proxy]                   # proxy/fetch: same-origin fetches for UI iframes (docs/adr/0010-proxy.md)
+//! allow = []                # what it may fetch; empty (default) = nothing. Entries: "docs.rs",
+//!                           # "127.0.0.1:8080", "[::1]:3000", "*.example.com" (names below it),
+//!                           # "https://host" (that scheme only); no port = the scheme's default.
+//!                           # Loopback/private/link-local addresses only for hosts listed exactly.
+//! max_bytes = 2097152       # a larger body fails (validation); never truncated
+//! timeout_ms = 10000        # the whole fetch: DNS, connect, answer, body; then `timeout`
+//! max_concurrent = 16       # fetches at once; one more is `overloaded`
 //!
 //! [platform]
 //! console = true             # console/write into the logger
@@ -80,10 +95,12 @@ use daemonhost_data_client::DataClient;
 use daemonhost_platform::PersonasConfig;
 use daemonhost_platform::PlatformConfig;
 use daemonhost_protocol::DEFAULT_MAX_FRAME;
+use daemonhost_proxy::{Allowlist, ProxyConfig};
 use daemonhost_runtime::RuntimeConfig;
 use daemonhost_system::SessionConfig;
 use daemonhost_system::placed::{Placement, WorkerOptions, WorkersConfig};
 use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,6 +112,8 @@ pub struct Config {
     pub host: HostSection,
     /// The socket server's guards: connections at once, time to complete a frame.
     pub server: ServerSection,
+    /// The browser bridge: an HTTP + WebSocket listener.
+    pub web: WebSection,
     /// The daemon runtime.
     pub runtime: RuntimeSection,
     /// The session daemon.
@@ -105,6 +124,8 @@ pub struct Config {
     pub archive: ArchiveSection,
     /// The AI provider daemon (`[ai]`, `[[ai.providers]]`); `data_dir` defaults to the host's.
     pub ai: AiConfig,
+    /// The same-origin proxy (`proxy/fetch`).
+    pub proxy: ProxySection,
     /// Worker processes (logger, search).
     pub workers: WorkersSection,
     /// The chat platform daemons.
@@ -165,6 +186,34 @@ impl Default for WorkersSection {
             max_backoff_ms: ms_of(d.max_backoff),
             stop_grace_ms: ms_of(d.stop_grace),
             max_log_mb: 0,
+        }
+    }
+}
+
+/// `[proxy]`: the same-origin proxy for UI iframes (`crates/proxy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Hosts `proxy/fetch` may fetch (`[scheme://]host[:port]`, `*.domain`); empty (the
+    /// default) allows nothing. A host that resolves to a loopback, private or link-local
+    /// address is fetched only when it is listed exactly (not through a wildcard).
+    pub allow: Vec<String>,
+    /// A larger response body fails the fetch (`validation`); never truncated.
+    pub max_bytes: usize,
+    /// Bound of one whole fetch (DNS, connection, answer, body); then `timeout`.
+    pub timeout_ms: u64,
+    /// Fetches at once; one more is `overloaded`.
+    pub max_concurrent: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        let d = ProxyConfig::default();
+        ProxySection {
+            allow: d.allow,
+            max_bytes: d.max_bytes,
+            timeout_ms: ms_of(d.timeout),
+            max_concurrent: d.max_concurrent,
         }
     }
 }
@@ -344,6 +393,58 @@ impl Default for ServerSection {
     }
 }
 
+/// `[web]`: the browser bridge (`crates/cli/src/web`), an HTTP + WebSocket listener on the
+/// host's runtime. Loopback only unless configured otherwise; every endpoint but `/healthz`
+/// needs the data dir's token (`DIR/web.token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// `IP:PORT` to listen on (`localhost:PORT` is `127.0.0.1:PORT`; port 0 = any free port),
+    /// or `off` for no listener at all. `run --web-listen` overrides it.
+    pub listen: String,
+    /// WebSocket connections open at once; one more upgrade is refused with
+    /// `503 Service Unavailable` naming this limit. The connections already open are not
+    /// affected.
+    pub max_connections: usize,
+    /// Requests in flight per WebSocket connection before the host stops reading from it
+    /// (backpressure, as on the socket); 0 = `[host] max_in_flight_per_connection`.
+    pub max_inflight: usize,
+    /// Names accepted in the `Host` header besides the listen address and the loopback names
+    /// (`localhost`, `127.0.0.1`, `[::1]`), e.g. the public name a TLS reverse proxy forwards.
+    /// Each is `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            listen: "127.0.0.1:9000".to_owned(),
+            max_connections: 64,
+            max_inflight: 0,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Parse a `[web] listen` value: `None` for `off`.
+pub fn parse_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Some(port) = t.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("web listen address '{t}': bad port"))?;
+        return Ok(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    }
+    t.parse::<SocketAddr>().map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "web listen address '{t}' is not IP:PORT or off ({e}); e.g. 127.0.0.1:9000, [::1]:9000, 127.0.0.1:0"
+        )
+    })
+}
+
 /// `[runtime]`: deadlines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +549,7 @@ impl Config {
             ("host.event_buffer", h.event_buffer as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.frame_timeout_ms", self.server.frame_timeout_ms),
+            ("web.max_connections", self.web.max_connections as u64),
             (
                 "runtime.default_timeout_ms",
                 self.runtime.default_timeout_ms,
@@ -479,6 +581,9 @@ impl Config {
                 self.workers.start_limit_interval_ms,
             ),
             ("workers.stop_grace_ms", self.workers.stop_grace_ms),
+            ("proxy.max_bytes", self.proxy.max_bytes as u64),
+            ("proxy.timeout_ms", self.proxy.timeout_ms),
+            ("proxy.max_concurrent", self.proxy.max_concurrent as u64),
         ];
         for (name, v) in nonzero {
             if v == 0 {
@@ -503,10 +608,43 @@ impl Config {
                 );
             }
         }
+        parse_listen(&self.web.listen).context("web.listen")?;
+        self.validate_proxy()?;
         if self.runtime.default_timeout_ms > self.runtime.max_timeout_ms {
             bail!(
                 "runtime.default_timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
                 self.runtime.default_timeout_ms,
+                self.runtime.max_timeout_ms
+            );
+        }
+        Ok(())
+    }
+
+    /// `[proxy]`: the entries parse, a fetch's answer fits a frame, the bounds are sane.
+    fn validate_proxy(&self) -> anyhow::Result<()> {
+        let p = &self.proxy;
+        Allowlist::parse(&p.allow).map_err(|e| anyhow::anyhow!("proxy.allow: {e}"))?;
+        // Only a proxy that may fetch something needs its answers to fit (a host with small
+        // frames and no [proxy] allow stays valid).
+        let frame = self.host.max_frame_bytes;
+        if !p.allow.is_empty() && daemonhost_proxy::answer_bound(p.max_bytes) > frame {
+            bail!(
+                "proxy.max_bytes = {} does not fit a frame: its answer (the body in base64) needs up to {} bytes, above host.max_frame_bytes = {frame}; set at most {}",
+                p.max_bytes,
+                daemonhost_proxy::answer_bound(p.max_bytes),
+                daemonhost_proxy::max_bytes_for_frame(frame)
+            );
+        }
+        if p.max_concurrent > daemonhost_proxy::MAX_CONCURRENT_LIMIT {
+            bail!(
+                "proxy.max_concurrent must be at most {}",
+                daemonhost_proxy::MAX_CONCURRENT_LIMIT
+            );
+        }
+        if p.timeout_ms > self.runtime.max_timeout_ms {
+            bail!(
+                "proxy.timeout_ms ({}) must not exceed runtime.max_timeout_ms ({})",
+                p.timeout_ms,
                 self.runtime.max_timeout_ms
             );
         }
@@ -529,6 +667,19 @@ impl Config {
             .map(std::num::NonZeroUsize::get)
             .unwrap_or(1);
         (cores / 2).max(1)
+    }
+
+    /// Where the web bridge listens (`None`: off). Checked by [`Config::parse`].
+    pub fn web_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_listen(&self.web.listen)
+    }
+
+    /// Requests in flight per WebSocket connection (`[web] max_inflight`, 0 = the socket's).
+    pub fn web_max_inflight(&self) -> usize {
+        match self.web.max_inflight {
+            0 => self.host.max_in_flight_per_connection,
+            n => n,
+        }
     }
 
     /// The runtime settings this config asks for.
@@ -617,6 +768,17 @@ impl Config {
         c.users.cache_capacity = p.users_cache.max(1);
         c.chat.dedup_capacity = p.dedup_cache.max(1);
         c
+    }
+
+    /// The proxy daemon's settings.
+    pub fn proxy_config(&self) -> ProxyConfig {
+        let p = &self.proxy;
+        ProxyConfig {
+            allow: p.allow.clone(),
+            max_bytes: p.max_bytes,
+            timeout: Duration::from_millis(p.timeout_ms),
+            max_concurrent: p.max_concurrent,
+        }
     }
 
     /// The session store settings this config asks for.
@@ -721,6 +883,8 @@ mod tests {
             "[server]\nmax_connections = 4096\nframe_timeout_ms = 10000\n",
             "sweep_interval_ms = 60000",
             "cache_capacity = 4096",
+            // The proxy fetches nothing unless told (docs/adr/0010-proxy.md).
+            "[proxy]\nallow = []\nmax_bytes = 2097152\ntimeout_ms = 10000\nmax_concurrent = 16\n",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
@@ -745,7 +909,9 @@ mod tests {
         assert_eq!(c.host.max_connections, None, "moved, so it is printed once");
         let text = c.to_toml().expect("render");
         assert!(text.contains("[server]\nmax_connections = 7\n"), "{text}");
-        assert_eq!(text.matches("max_connections").count(), 1, "{text}");
+        // Once under [server] (and [web] has its own, a WebSocket bound), never under [host].
+        assert_eq!(text.matches("max_connections = 7").count(), 1, "{text}");
+        assert_eq!(text.matches("max_connections").count(), 2, "{text}");
         assert_eq!(Config::parse(&text).expect("parse back"), c);
         let c = Config::parse("[server]\nmax_connections = 9\nframe_timeout_ms = 250\n")
             .expect("the new keys");
@@ -764,6 +930,97 @@ mod tests {
             let e = Config::parse(zero).expect_err("zero");
             assert!(e.to_string().contains("must be at least 1"), "{zero}: {e}");
         }
+    }
+
+    #[test]
+    fn web_listens_on_loopback_9000_by_default_and_accepts_a_port_zero_or_off() {
+        let d = Config::default();
+        assert_eq!(
+            d.web_listen().expect("default"),
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9000)))
+        );
+        assert_eq!(d.web.max_connections, 64);
+        assert_eq!(d.web_max_inflight(), d.host.max_in_flight_per_connection);
+        let c = Config::parse("[web]\nlisten = \"off\"\nmax_inflight = 8\n").expect("off");
+        assert_eq!(c.web_listen().expect("off"), None);
+        assert_eq!(c.web_max_inflight(), 8);
+        let c = Config::parse("[web]\nlisten = \"localhost:0\"\n").expect("localhost");
+        assert_eq!(
+            c.web_listen().expect("port 0"),
+            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        );
+        let c = Config::parse("[web]\nlisten = \"[::1]:9001\"\n").expect("v6");
+        assert_eq!(c.web_listen().expect("v6").map(|a| a.port()), Some(9001));
+        for bad in [
+            "[web]\nlisten = \"nine-thousand\"\n",
+            "[web]\nlisten = \"127.0.0.1\"\n",
+            "[web]\nmax_connections = 0\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+        let e = Config::parse("[web]\nlisten = \"example:1\"\n").expect_err("a name");
+        assert!(format!("{e:#}").contains("example:1"), "{e:#}");
+    }
+
+    #[test]
+    fn config_proxy_allows_nothing_by_default_and_refuses_bad_entries_and_limits() {
+        let d = Config::default();
+        assert!(d.proxy.allow.is_empty(), "nothing is fetched unless listed");
+        let p = d.proxy_config();
+        assert_eq!(p.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(p.timeout, Duration::from_secs(10));
+        assert_eq!(p.max_concurrent, 16);
+        let c = Config::parse(
+            "[proxy]\nallow = [\"127.0.0.1:8080\", \"*.example.com\"]\nmax_bytes = 4096\ntimeout_ms = 250\n",
+        )
+        .expect("parse");
+        let p = c.proxy_config();
+        assert_eq!(p.allow, ["127.0.0.1:8080", "*.example.com"]);
+        assert_eq!(
+            (p.max_bytes, p.timeout, p.max_concurrent),
+            (4096, Duration::from_millis(250), 16)
+        );
+        for (text, want) in [
+            (
+                "[proxy]\nallow = [\"*.10.0.0.1\"]\n",
+                "proxy.allow: entry '*.10.0.0.1'",
+            ),
+            ("[proxy]\nallow = [\"ftp://x\"]\n", "proxy.allow"),
+            (
+                "[proxy]\nmax_bytes = 0\n",
+                "proxy.max_bytes must be at least 1",
+            ),
+            (
+                "[proxy]\ntimeout_ms = 0\n",
+                "proxy.timeout_ms must be at least 1",
+            ),
+            (
+                "[proxy]\nmax_concurrent = 0\n",
+                "proxy.max_concurrent must be at least 1",
+            ),
+            (
+                "[proxy]\nmax_concurrent = 5000\n",
+                "proxy.max_concurrent must be at most",
+            ),
+            (
+                "[proxy]\ntimeout_ms = 700000\n",
+                "proxy.timeout_ms (700000) must not exceed",
+            ),
+            (
+                "[proxy]\nallow = [\"docs.rs\"]\nmax_bytes = 16777216\n",
+                "proxy.max_bytes = 16777216 does not fit a frame",
+            ),
+            (
+                "[host]\nmax_frame_bytes = 65536\n[proxy]\nallow = [\"docs.rs\"]\n",
+                "above host.max_frame_bytes = 65536; set at most",
+            ),
+            ("[proxy]\nallowed = []\n", "allowed"),
+        ] {
+            let e = Config::parse(text).expect_err(text);
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+        // Small frames are fine while the proxy may fetch nothing.
+        assert!(Config::parse("[host]\nmax_frame_bytes = 65536\n").is_ok());
     }
 
     #[test]

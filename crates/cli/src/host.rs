@@ -10,19 +10,27 @@
 //! 3. **Socket** `DIR/daemonhost.sock`: holding the lock, any socket file there is stale (its
 //!    host is dead), so it is unlinked and bound anew, mode 0600. This happens *before* any
 //!    daemon starts, so a client may connect and send at once: requests wait in startup queues.
-//! 4. **Daemons** start through the runtime's orchestrator; a short summary is printed (daemons
+//! 4. **Web bridge** (`[web] listen`, `run --web-listen`; default `127.0.0.1:9000`, `off`
+//!    for none): bound right after the socket, so a port in use is a startup error naming the
+//!    address, before any daemon starts (nothing falls back to another port). Then
+//!    `DIR/web.url` (mode 0600) gets `http://ADDR/?token=…` with the data dir's token
+//!    (`DIR/web.token`); a `web.url` left by an earlier host is removed first, also under
+//!    `off`. See `web/mod.rs`.
+//! 5. **Daemons** start through the runtime's orchestrator; a short summary is printed (daemons
 //!    READY, time to the first answered command, time to all READY) and, under systemd
 //!    (`NOTIFY_SOCKET`), `READY=1` is sent once every daemon's core init has settled. With
 //!    `WATCHDOG_USEC` (systemd's `WatchdogSec=`) a thread sends `WATCHDOG=1` every half
 //!    interval from the runtime's start, withheld while the coordinator is stalled
 //!    ([`crate::watchdog`]); it stops when shutdown begins.
-//! 5. **SIGINT/SIGTERM**: stop accepting, answer new requests with `shutting_down`, let requests
-//!    in flight finish (bounded by `shutdown_grace_ms`), close connections, stop the daemons in
-//!    reverse dependency order, remove the socket file, exit 0. A second signal during shutdown
+//! 6. **SIGINT/SIGTERM**: stop accepting (socket and web), answer new requests with
+//!    `shutting_down`, let requests in flight finish (bounded by `shutdown_grace_ms`), close
+//!    connections of both transports, stop the daemons in reverse dependency order, remove the
+//!    socket file and `web.url`, exit 0. A second signal during shutdown
 //!    exits at once (socket still removed).
 
 use crate::config::Config;
 use crate::server::{self, ServerConfig};
+use crate::web;
 use anyhow::{Context as _, bail};
 use daemonhost_runtime::{Runtime, RuntimeBuilder, StartupReport};
 use daemonhost_system::{HostCounters, HostStartup};
@@ -49,6 +57,8 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// A TOML config file, if any.
     pub config: Option<PathBuf>,
+    /// `--web-listen`: overrides `[web] listen`.
+    pub web_listen: Option<String>,
 }
 
 /// Exit code when another host holds the data dir.
@@ -56,7 +66,11 @@ pub const EXIT_ALREADY_RUNNING: u8 = 3;
 
 /// Run the host until a signal stops it.
 pub fn run(opts: &RunOptions, process_start: Instant) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(opts.config.as_deref())?;
+    let mut cfg = Config::load(opts.config.as_deref())?;
+    if let Some(listen) = &opts.web_listen {
+        crate::config::parse_listen(listen).context("--web-listen")?;
+        cfg.web.listen.clone_from(listen);
+    }
     let trimmer = if cfg.host.trim_interval_ms > 0 {
         crate::trim::spawn(Duration::from_millis(cfg.host.trim_interval_ms))
     } else {
@@ -196,8 +210,16 @@ async fn run_async(
     };
     let listener = bind(&data.socket)?;
     let bound_at = process_start.elapsed();
+    let web = match start_web_listener(&data, &cfg).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&data.socket);
+            return Err(e);
+        }
+    };
 
     let counters = Arc::new(HostCounters::default());
+    let web_clients = Arc::new(web::Clients::default());
     let mut builder = RuntimeBuilder::new(cfg.runtime_config());
     crate::registry::register_all(
         &mut builder,
@@ -207,12 +229,14 @@ async fn run_async(
             counters: Arc::clone(&counters),
             after_snapshots: trimmer
                 .map(|t| Box::new(move || t.poke()) as Box<dyn Fn() + Send + Sync>),
+            web_clients: Arc::clone(&web_clients),
         },
     );
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = std::fs::remove_file(&data.socket);
+            let _ = std::fs::remove_file(data.dir.join(web::URL_FILE));
             bail!("{e}");
         }
     };
@@ -232,6 +256,29 @@ async fn run_async(
     );
     let startup_counters = counters;
     tracing::info!(socket = %data.socket.display(), pid = std::process::id(), "Listening");
+    let web_url = web.map(|w| {
+        let opts = web::WebOptions {
+            max_connections: cfg.web.max_connections,
+            max_inflight: cfg.web_max_inflight(),
+            allowed_hosts: cfg.web.allowed_hosts.clone(),
+        };
+        tracing::info!(
+            addr = %w.bound.addr,
+            assets_bytes = web::assets::total_bytes(),
+            "Web bridge listening"
+        );
+        // The hook for more endpoints (e.g. `/metrics`) is the last argument: see `web::router`.
+        let extra = web::routes::extra(runtime.router());
+        web::spawn(
+            w.bound,
+            server.core(),
+            w.token,
+            &opts,
+            web_clients,
+            Some(extra),
+        );
+        w.url
+    });
 
     runtime.start();
     // Under systemd with `WatchdogSec=`: WATCHDOG=1 every half interval unless stalled.
@@ -252,7 +299,7 @@ async fn run_async(
                 first_command_ms: ms(first.0),
                 all_ready_ms: ms(all_at),
             });
-            print_summary(&data, &report, bound_at, first, all_at);
+            print_summary(&data, web_url.as_deref(), &report, bound_at, first, all_at);
             if let Err(e) = sd_notify::notify(&[
                 sd_notify::NotifyState::Ready,
                 sd_notify::NotifyState::Status(&format!("{} daemons ready, {} failed", report.ready.len(), report.failed.len())),
@@ -284,6 +331,9 @@ async fn run_async(
     {
         tracing::warn!(error = %e, socket = %data.socket.display(), "Cannot remove the socket");
     }
+    if web_url.is_some() {
+        let _ = std::fs::remove_file(data.dir.join(web::URL_FILE));
+    }
     drop(data);
     if clean {
         eprintln!("daemonhost stopped ({stopped_by})");
@@ -291,6 +341,35 @@ async fn run_async(
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// The web bridge's listener, bound, with its token and the URL written to `DIR/web.url`.
+struct WebListener {
+    bound: web::Bound,
+    token: web::auth::Token,
+    url: String,
+}
+
+/// Bind the web bridge if `[web] listen` is not `off` (see the module docs, step 4).
+async fn start_web_listener(data: &DataDir, cfg: &Config) -> anyhow::Result<Option<WebListener>> {
+    let url_file = data.dir.join(web::URL_FILE);
+    match std::fs::remove_file(&url_file) {
+        Ok(()) => {
+            tracing::debug!(file = %url_file.display(), "Removed a web.url left by an earlier host")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot remove {}", url_file.display()));
+        }
+    }
+    let Some(addr) = cfg.web_listen()? else {
+        return Ok(None);
+    };
+    let bound = web::bind(addr).await?;
+    let token = web::auth::Token::load_or_create(&data.dir)?;
+    let url = web::url(bound.addr, &token);
+    web::write_url_file(&data.dir, &url)?;
+    Ok(Some(WebListener { bound, token, url }))
 }
 
 async fn shutdown(runtime: &Runtime, server: &mut server::ServerHandle, cfg: &Config) {
@@ -321,6 +400,7 @@ async fn shutdown(runtime: &Runtime, server: &mut server::ServerHandle, cfg: &Co
 
 fn print_summary(
     data: &DataDir,
+    web_url: Option<&str>,
     report: &StartupReport,
     bound_at: Duration,
     (first_at, first_ok): (Duration, bool),
@@ -350,6 +430,10 @@ fn print_summary(
         report.all_settled_ms,
     ));
     out.push_str(&format!("  data dir {}\n", data.dir.display()));
+    match web_url {
+        Some(url) => out.push_str(&format!("  web {url} (also in {})\n", web::URL_FILE)),
+        None => out.push_str("  web off\n"),
+    }
     print!("{out}");
     let _ = std::io::stdout().flush();
 }

@@ -1,6 +1,7 @@
 //! The `daemonhost` binary: one executable, several roles.
 //!
-//! - `daemonhost run` — the host: data dir, lock, socket, every daemon ([`host`], [`server`]).
+//! - `daemonhost run` — the host: data dir, lock, socket, web bridge, every daemon ([`host`],
+//!   [`server`], [`web`]).
 //! - `daemonhost call COMMAND [--key=value …]` — one command, pretty JSON ([`call`]).
 //! - `daemonhost status` / `daemonhost events PATTERN` — operator views ([`status`], [`events`]).
 //! - `daemonhost bench` — load and startup measurements ([`bench`]).
@@ -26,6 +27,7 @@ mod server;
 mod status;
 mod trim;
 mod watchdog;
+mod web;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +63,10 @@ enum Command {
         /// A TOML config file (every setting has a default).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Where the web bridge (HTTP + WebSocket) listens, overriding `[web] listen`: IP:PORT
+        /// (port 0 = any free port; the URL is written to DIR/web.url), or `off`.
+        #[arg(long, value_name = "ADDR")]
+        web_listen: Option<String>,
     },
     /// Print the configuration `run` would use, as a complete TOML file: every key with its
     /// default, or the value FILE sets (checked as `run` checks it; exit 1 if invalid).
@@ -274,10 +280,11 @@ fn dispatch(cli: &Cli, process_start: Instant) -> anyhow::Result<ExitCode> {
     )?;
     let socket = socket_path(cli);
     match &cli.command {
-        Command::Run { config } => host::run(
+        Command::Run { config, web_listen } => host::run(
             &host::RunOptions {
                 data_dir: cli.data_dir.clone(),
                 config: config.clone(),
+                web_listen: web_listen.clone(),
             },
             process_start,
         ),

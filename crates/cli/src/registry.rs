@@ -15,7 +15,9 @@
 //!       ├─ training
 //!       └─ governance
 //! ai
+//! proxy                                     (no dependencies; fetches only what [proxy] allow lists)
 //! data, user, room, ai, chat (+ search wanted) ── persona
+//! widget (console wanted: the browser bridge's commands, crates/cli/src/web/widget.rs)
 //! ```
 
 use crate::config::Config;
@@ -26,6 +28,7 @@ use daemonhost_platform::{
     ChatDaemon, ConsoleDaemon, GovernanceDaemon, PersonaDaemon, RoomDaemon, RoomMembershipDaemon,
     TrainingDaemon, UserDaemon,
 };
+use daemonhost_proxy::ProxyDaemon;
 use daemonhost_runtime::RuntimeBuilder;
 use daemonhost_system::{
     EventsDaemon, HealthDaemon, HostCounters, LoggerDaemon, SearchDaemon, SessionDaemon,
@@ -45,6 +48,8 @@ pub struct Catalog<'a> {
     pub counters: Arc<HostCounters>,
     /// Called after each round of persona snapshots.
     pub after_snapshots: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The browser clients the web listener serves, listed by `widget/clients`.
+    pub web_clients: Arc<crate::web::Clients>,
 }
 
 impl std::fmt::Debug for Catalog<'_> {
@@ -63,6 +68,7 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
         data_dir,
         counters,
         after_snapshots,
+        web_clients,
     } = catalog;
 
     // The host's own daemons.
@@ -97,6 +103,8 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
     ));
 
     builder.register(AiDaemon::new(cfg.ai_config(data_dir)));
+    // The same-origin proxy the web listener's `/proxy/<encoded-url>` calls.
+    builder.register(ProxyDaemon::new(cfg.proxy_config()));
 
     // The chat platform.
     let p = cfg.platform_config();
@@ -112,6 +120,8 @@ pub fn register_all(builder: &mut RuntimeBuilder, catalog: Catalog<'_>) {
     if p.console {
         builder.register(ConsoleDaemon::new(p.console_config.clone()));
     }
+    // The browser bridge's commands (the listener itself is the host's, crates/cli/src/web).
+    builder.register(crate::web::WidgetDaemon::new(web_clients));
 
     let mut personas = PersonaDaemon::new(store, cfg.personas.clone());
     if let Some(hook) = after_snapshots {

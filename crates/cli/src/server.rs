@@ -1,14 +1,21 @@
-//! The socket server: the accept loop and, per connection, one reader task and one writer task.
+//! The server: the one core both transports share (`Core`, `ServerHandle`), and the Unix
+//! socket transport (the accept loop and, per connection, one reader task and one writer task).
 //!
-//! **Reader** (`connection`): decodes frames and answers them. Requests are routed with
-//! [`Router::ask_owned`]; their futures live in the connection's own `FuturesUnordered`, so a
-//! request costs no task spawn and responses go out in completion order, not request order.
-//! At `max_in_flight` unanswered requests the reader stops reading the socket until answers
-//! drain: backpressure through the kernel's socket buffer, nothing dropped. Every response and
-//! event is encoded by this one task into one output buffer, in the order it handles them:
-//! that is what makes "the `events/subscribe` response goes out before any event of that
-//! subscription" true by construction (the subscription is only polled after its response is
-//! encoded).
+//! **One core, two transports** (ADR 0008). The per-connection protocol logic lives in
+//! [`session`] and knows no transport: decode a body, answer bad input, check params and route
+//! (with [`Router::ask_owned`]), answer `events/subscribe` / `events/unsubscribe` itself, keep
+//! at most `max_in_flight` requests in flight. This file gives it the socket's ends
+//! (`SocketInput`: length-prefixed frames and the frame timeout; `Outbox`: the socket's
+//! output); `web/ws.rs` gives it a WebSocket's. Both run under the same [`Core`], so the same
+//! input gets the same answer on either, and shutdown drains and closes both.
+//!
+//! **Reader** (`connection` → [`session::serve`]): request futures live in the connection's
+//! own `FuturesUnordered`, so a request costs no task spawn and responses go out in completion
+//! order, not request order. At `max_in_flight` unanswered requests the reader stops reading
+//! the socket until answers drain: backpressure through the kernel's socket buffer, nothing
+//! dropped. Every response and event is encoded by this one task into one output buffer, in
+//! the order it handles them: that is what makes "the `events/subscribe` response goes out
+//! before any event of that subscription" true by construction.
 //!
 //! **Writer** (`write_loop`): output goes through one per-connection *outbox* buffer. The reader
 //! writes straight to the socket with a non-blocking `try_write` while the outbox is empty (the
@@ -31,6 +38,10 @@
 //! `frame_too_large` one. A connection idle *between* frames is never timed out: it costs one
 //! parked task and its fd, and is bounded by `max_connections`.
 //!
+//! **The end of the peer's stream** (it closed or shut down its write side, or a read failed)
+//! stops the reading, not the answering: every request already read is answered, then the
+//! connection is closed. Part of a frame left unfinished at the end is discarded unanswered.
+//!
 //! Malformed input follows `docs/PROTOCOL.md`: an undecodable body is answered `bad_request`
 //! (with the id it could recover) and the connection goes on; a declared length above the
 //! maximum is answered `frame_too_large` with id null and the connection is closed (answers
@@ -39,7 +50,7 @@
 //! responses/events from the peer are never answered (that could ping-pong between two buggy
 //! peers) but are logged and counted.
 //!
-//! `events/subscribe` / `events/unsubscribe` are answered here, not by a daemon: a subscription
+//! `events/subscribe` / `events/unsubscribe` are answered by the core, not by a daemon: a subscription
 //! belongs to its connection, is bounded per connection, and is dropped (unsubscribing from the
 //! bus) when the connection ends.
 //!
@@ -48,37 +59,33 @@
 //! ([`ServerHandle::drained`] waits for that, bounded); [`ServerHandle::close`] then ends every
 //! connection after flushing what is already encoded.
 
+mod session;
+
+pub(crate) use session::{Incoming, Input, Limits, OUTBOX_HIGH, Outgoing, bodies, serve};
+
 use bytes::{Buf, BytesMut};
-use daemonhost_protocol::params::Params;
 use daemonhost_protocol::{
-    CodecError, ErrorBody, ErrorCode, EventFrame, Frame, FrameType, HEADER_LEN, RawFrameCodec,
-    Response, write_frame,
+    CodecError, ErrorCode, Frame, HEADER_LEN, RawFrameCodec, Response, write_frame,
 };
-use daemonhost_runtime::{BusError, DaemonError, Delivery, EventBus, Router, Subscription};
+use daemonhost_runtime::{EventBus, Router};
 use daemonhost_system::HostCounters;
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
-use serde_json::{Map, Value};
-use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Sleep;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Bytes waiting in a connection's outbox above which the reader pauses (backpressure): it reads
-/// no requests and takes no events until the writer has drained below it. The outbox is thus
-/// bounded by this plus the answers to requests already in flight (at most `max_in_flight`).
-const OUTBOX_HIGH: usize = 4 << 20;
-/// Events encoded per wake-up before the reader looks at its other work again.
-const EVENT_BATCH: usize = 64;
 /// How long a writer may still flush after the server is told to close.
-const CLOSE_FLUSH_GRACE: Duration = Duration::from_millis(200);
+pub(crate) const CLOSE_FLUSH_GRACE: Duration = Duration::from_millis(200);
 
 /// The socket server's bounds (from `[host]` and `[server]` of the config).
 #[derive(Debug, Clone)]
@@ -98,34 +105,50 @@ pub struct ServerConfig {
     pub frame_timeout: Duration,
 }
 
-struct Shared {
-    router: Router,
-    bus: EventBus,
-    cfg: ServerConfig,
-    counters: Arc<HostCounters>,
+/// What every connection of every transport shares: the router and bus it serves, the bounds,
+/// the counters, and the shutdown steps. The WebSocket transport (`web/`) takes it from
+/// [`ServerHandle::core`], so both transports drain and close together.
+pub(crate) struct Core {
+    pub(crate) router: Router,
+    pub(crate) bus: EventBus,
+    pub(crate) cfg: ServerConfig,
+    pub(crate) counters: Arc<HostCounters>,
     /// Stop accepting; answer new requests with `shutting_down`.
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// End every connection now.
-    close: CancellationToken,
-    tracker: TaskTracker,
+    pub(crate) close: CancellationToken,
+    /// Every accept loop, connection and writer task of both transports.
+    pub(crate) tracker: TaskTracker,
+    /// Socket connections open (the WebSocket transport has its own bound).
     connections: Arc<Semaphore>,
+    /// Handed to each connection ([`Core::drain_sender`]); taken at `begin_shutdown`, so the
+    /// receiver ends once no connection holds a clone (none has requests in flight).
+    drain: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// What a new connection holds while it may have requests in flight during a shutdown;
+    /// `None` once the shutdown began (such a connection answers everything `shutting_down`).
+    pub(crate) fn drain_sender(&self) -> Option<mpsc::Sender<()>> {
+        self.drain.lock().clone()
+    }
 }
 
 /// Controls a running server.
 #[derive(Debug)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
-    /// Ends (`recv` → `None`) once the accept loop and every connection have released their
-    /// sender: they do so when shutting down with nothing in flight.
+    core: Arc<Core>,
+    /// Ends (`recv` → `None`) once every connection has released its sender: they do so when
+    /// shutting down with nothing in flight.
     drained: mpsc::Receiver<()>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("cfg", &self.cfg)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Start accepting on `listener`. Requests are routed through `router` (which accepts them
@@ -137,7 +160,9 @@ pub fn spawn(
     cfg: ServerConfig,
     counters: Arc<HostCounters>,
 ) -> ServerHandle {
-    let shared = Arc::new(Shared {
+    // Nothing is ever sent on this channel; only its senders being dropped matters.
+    let (drain_tx, drained) = mpsc::channel(1);
+    let core = Arc::new(Core {
         router,
         bus,
         connections: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
@@ -146,19 +171,22 @@ pub fn spawn(
         shutdown: CancellationToken::new(),
         close: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        drain: Mutex::new(Some(drain_tx)),
     });
-    // Nothing is ever sent on this channel; only its senders being dropped matters.
-    let (drain_tx, drained) = mpsc::channel(1);
-    shared
-        .tracker
-        .spawn(accept_loop(listener, Arc::clone(&shared), drain_tx));
-    ServerHandle { shared, drained }
+    core.tracker.spawn(accept_loop(listener, Arc::clone(&core)));
+    ServerHandle { core, drained }
 }
 
 impl ServerHandle {
+    /// The core the connections share, for another transport (the WebSocket listener).
+    pub(crate) fn core(&self) -> Arc<Core> {
+        Arc::clone(&self.core)
+    }
+
     /// Stop accepting; from now on every new request is answered `shutting_down`.
     pub fn begin_shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.core.shutdown.cancel();
+        self.core.drain.lock().take();
     }
 
     /// Wait until no request is in flight on any connection, at most `grace`. `true` if drained.
@@ -171,16 +199,16 @@ impl ServerHandle {
     /// End every connection (after flushing what is encoded) and wait for their tasks, at most
     /// `grace`. Returns the number of tasks still running (0 normally).
     pub async fn close(&self, grace: Duration) -> usize {
-        self.shared.shutdown.cancel();
-        self.shared.close.cancel();
-        self.shared.tracker.close();
-        let _ = tokio::time::timeout(grace, self.shared.tracker.wait()).await;
-        self.shared.tracker.len()
+        self.begin_shutdown();
+        self.core.close.cancel();
+        self.core.tracker.close();
+        let _ = tokio::time::timeout(grace, self.core.tracker.wait()).await;
+        self.core.tracker.len()
     }
 }
 
-async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, drain: mpsc::Sender<()>) {
-    let stop = shared.shutdown.clone();
+async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
+    let stop = core.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -189,15 +217,13 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, drain: mpsc::S
         };
         match accepted {
             Ok((stream, _addr)) => {
-                HostCounters::incr(&shared.counters.connections_accepted);
-                match Arc::clone(&shared.connections).try_acquire_owned() {
+                HostCounters::incr(&core.counters.connections_accepted);
+                match Arc::clone(&core.connections).try_acquire_owned() {
                     Ok(permit) => {
-                        let s = Arc::clone(&shared);
-                        shared
-                            .tracker
-                            .spawn(connection(stream, s, drain.clone(), permit));
+                        let c = Arc::clone(&core);
+                        core.tracker.spawn(connection(stream, c, permit));
                     }
-                    Err(_) => refuse(stream, &shared),
+                    Err(_) => refuse(stream, &core),
                 }
             }
             Err(e) => {
@@ -214,9 +240,9 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, drain: mpsc::S
 /// write into the new socket's empty send buffer (a frame of ~150 bytes always fits), then the
 /// socket is dropped. A peer that already sent a request still reads this frame first (then the
 /// close, which the kernel reports as a reset because its request was never read).
-fn refuse(stream: UnixStream, shared: &Shared) {
-    HostCounters::incr(&shared.counters.connections_refused);
-    let max = shared.cfg.max_connections;
+fn refuse(stream: UnixStream, core: &Core) {
+    HostCounters::incr(&core.counters.connections_refused);
+    let max = core.cfg.max_connections;
     let mut out = BytesMut::new();
     let frame = Frame::Response(Response::err(
         None,
@@ -225,7 +251,7 @@ fn refuse(stream: UnixStream, shared: &Shared) {
             "the host serves at most {max} connections at once ([server] max_connections = {max}) and all are in use; closing this one, retry later"
         ),
     ));
-    if write_frame(&mut out, &frame, shared.cfg.max_frame_len).is_ok()
+    if write_frame(&mut out, &frame, core.cfg.max_frame_len).is_ok()
         && let Err(e) = stream.try_write(&out)
     {
         tracing::debug!(error = %e, "Could not tell a refused connection why");
@@ -246,26 +272,8 @@ fn incomplete_frame(buf: &[u8]) -> bool {
     }
 }
 
-/// What polling the frame stream gave.
-enum Read {
-    /// A frame, a framing error or the end of the stream.
-    Item(Option<Result<bytes::Bytes, CodecError>>),
-    /// Nothing yet, but a frame has begun: its time starts now.
-    Begun,
-}
-
-/// The outcome of one routed request.
-type Answer = (u64, Result<Value, DaemonError>);
-
-/// One connection's reader: see the module docs.
-async fn connection(
-    stream: UnixStream,
-    shared: Arc<Shared>,
-    drain: mpsc::Sender<()>,
-    _permit: OwnedSemaphorePermit,
-) {
-    let counters = &*shared.counters;
-    HostCounters::incr(&counters.connections_open);
+/// One socket connection: its writer task, then the shared per-connection loop.
+async fn connection(stream: UnixStream, core: Arc<Core>, _permit: OwnedSemaphorePermit) {
     let (rd, wr) = stream.into_split();
     let outbox = Arc::new(Outbox {
         wr,
@@ -273,132 +281,99 @@ async fn connection(
         more: Notify::new(),
         space: Notify::new(),
     });
-    shared
-        .tracker
-        .spawn(write_loop(Arc::clone(&outbox), shared.close.clone()));
-
-    let cfg = &shared.cfg;
-    let router = &shared.router;
-    let mut conn = Conn {
-        shared: &shared,
-        out: BytesMut::with_capacity(16 * 1024),
-        subs: Subs::default(),
-        next_sub: 1,
-        draining: false,
+    core.tracker
+        .spawn(write_loop(Arc::clone(&outbox), core.close.clone()));
+    let cfg = &core.cfg;
+    let input = SocketInput {
+        frames: FramedRead::with_capacity(
+            rd,
+            RawFrameCodec::with_max_frame_len(cfg.max_frame_len),
+            64 * 1024,
+        ),
+        stall: Box::pin(tokio::time::sleep(cfg.frame_timeout)),
+        frame_begun: false,
+        frame_timeout: cfg.frame_timeout,
+        counters: &core.counters,
     };
-    let mut frames = FramedRead::with_capacity(
-        rd,
-        RawFrameCodec::with_max_frame_len(cfg.max_frame_len),
-        64 * 1024,
-    );
-    let mut inflight = FuturesUnordered::new();
-    let mut reading = true;
-    let mut drain = Some(drain);
-    let close = shared.close.cancelled();
-    let shutdown = shared.shutdown.cancelled();
-    // Armed (reset to `frame_timeout` from now) when a frame begins; see `Read::Begun`.
-    let stall = tokio::time::sleep(cfg.frame_timeout);
-    let mut frame_begun = false;
-    tokio::pin!(close, shutdown, stall);
-
-    loop {
-        if conn.draining && inflight.is_empty() {
-            drain.take();
-        }
-        if !reading && inflight.is_empty() {
-            break; // the peer finished sending and everything is answered
-        }
-        let mut close_after_flush = false;
-        let backlogged = outbox.backlog() > OUTBOX_HIGH;
-        let read_now = !backlogged && reading && inflight.len() < cfg.max_in_flight;
-        if !read_now {
-            // Not reading: the rest of the frame may wait in the kernel; not the peer's stall.
-            frame_begun = false;
-        }
-        tokio::select! {
-            biased;
-            () = &mut close => break,
-            () = &mut shutdown, if !conn.draining => conn.draining = true,
-            () = outbox.space.notified(), if backlogged => {}
-            Some((id, answer)) = inflight.next(), if !inflight.is_empty() => {
-                conn.respond(id, answer);
-                // Everything else already answered goes into the same write.
-                while let Some(Some((id, answer))) = inflight.next().now_or_never() {
-                    conn.respond(id, answer);
-                }
-            }
-            Some((sub, delivery)) = poll_fn(|cx| conn.subs.poll_next(cx)), if !backlogged && !conn.subs.is_empty() => {
-                conn.forward(sub, delivery);
-                for _ in 1..EVENT_BATCH {
-                    match poll_fn(|cx| conn.subs.poll_next(cx)).now_or_never() {
-                        Some(Some((sub, d))) => conn.forward(sub, d),
-                        _ => break,
-                    }
-                }
-            }
-            read = poll_fn(|cx| match frames.poll_next_unpin(cx) {
-                Poll::Ready(item) => Poll::Ready(Read::Item(item)),
-                Poll::Pending if !frame_begun && incomplete_frame(frames.read_buffer()) => {
-                    Poll::Ready(Read::Begun)
-                }
-                Poll::Pending => Poll::Pending,
-            }), if read_now => match read {
-                Read::Begun => {
-                    frame_begun = true;
-                    stall.as_mut().reset(tokio::time::Instant::now() + cfg.frame_timeout);
-                }
-                Read::Item(None) => reading = false,
-                Read::Item(Some(Ok(body))) => {
-                    frame_begun = false;
-                    if let Some((id, command, params, timeout)) = conn.on_body(&body) {
-                        inflight.push(async move {
-                            let answer: Answer = (id, router.ask_owned(command, params, timeout).await);
-                            answer
-                        });
-                    }
-                }
-                Read::Item(Some(Err(CodecError::FrameTooLarge { declared, max }))) => {
-                    HostCounters::incr(&counters.frames_too_large);
-                    tracing::debug!(declared, max, "Closing a connection: frame too large");
-                    conn.error(None, ErrorCode::FrameTooLarge, format!(
-                        "frame of {declared} bytes exceeds the maximum of {max} bytes; closing the connection"
-                    ));
-                    close_after_flush = true;
-                }
-                Read::Item(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "Connection read failed");
-                    break;
-                }
-            },
-            // After the read arm: bytes that completed the frame are decoded first.
-            () = &mut stall, if read_now && frame_begun => {
-                HostCounters::incr(&counters.frames_timed_out);
-                let ms = cfg.frame_timeout.as_millis();
-                tracing::debug!(timeout_ms = ms, "Closing a connection: frame not completed in time");
-                conn.error(None, ErrorCode::Timeout, format!(
-                    "a frame was begun and not completed within {ms} ms ([server] frame_timeout_ms = {ms}); closing the connection"
-                ));
-                close_after_flush = true;
-            }
-        }
-        if !conn.out.is_empty() && !outbox.send(&mut conn.out) {
-            break; // the socket failed: the peer went away
-        }
-        if close_after_flush {
-            break;
-        }
-    }
-    let subs = conn.subs.list.len() as u64;
-    drop(conn);
-    for _ in 0..subs {
-        HostCounters::decr(&counters.subscriptions_open);
-    }
-    HostCounters::decr(&counters.connections_open);
-    // The writer flushes what is left, then the last handle's drop shuts the write half down.
-    outbox.finish();
+    let limits = Limits {
+        max_in_flight: cfg.max_in_flight,
+        requests: None,
+    };
+    serve(&core, input, &*outbox, limits).await;
 }
 
-/// A connection's output: see the module docs.
+/// The socket's reading end: length-prefixed frames, and the frame timeout.
+struct SocketInput<'a> {
+    frames: FramedRead<OwnedReadHalf, RawFrameCodec>,
+    /// Armed (reset to `frame_timeout` from now) when a frame begins.
+    stall: Pin<Box<Sleep>>,
+    frame_begun: bool,
+    frame_timeout: Duration,
+    counters: &'a HostCounters,
+}
+
+impl Incoming for SocketInput<'_> {
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
+        match self.frames.poll_next_unpin(cx) {
+            Poll::Ready(None) => Poll::Ready(Input::End),
+            Poll::Ready(Some(Ok(body))) => {
+                self.frame_begun = false;
+                Poll::Ready(Input::Body(body))
+            }
+            Poll::Ready(Some(Err(CodecError::FrameTooLarge { declared, max }))) => {
+                HostCounters::incr(&self.counters.frames_too_large);
+                tracing::debug!(declared, max, "Closing a connection: frame too large");
+                Poll::Ready(Input::Fatal(Response::err(
+                    None,
+                    ErrorCode::FrameTooLarge,
+                    format!(
+                        "frame of {declared} bytes exceeds the maximum of {max} bytes; closing the connection"
+                    ),
+                )))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The end of the stream inside a frame (a half-close with part of a frame
+                // buffered; the part is discarded), or a failed read: nothing more can be
+                // read, but the answers to the requests in flight are still written, as after
+                // a clean end of the stream. A write that fails ends the connection.
+                tracing::debug!(error = %e, "Connection read ended");
+                Poll::Ready(Input::End)
+            }
+            Poll::Pending => {
+                if !self.frame_begun && incomplete_frame(self.frames.read_buffer()) {
+                    // A frame has begun: its time starts now.
+                    self.frame_begun = true;
+                    let at = tokio::time::Instant::now() + self.frame_timeout;
+                    self.stall.as_mut().reset(at);
+                }
+                // Polled after the frames: bytes that completed the frame are decoded first.
+                if self.frame_begun && self.stall.as_mut().poll(cx).is_ready() {
+                    HostCounters::incr(&self.counters.frames_timed_out);
+                    let ms = self.frame_timeout.as_millis();
+                    tracing::debug!(
+                        timeout_ms = ms,
+                        "Closing a connection: frame not completed in time"
+                    );
+                    return Poll::Ready(Input::Fatal(Response::err(
+                        None,
+                        ErrorCode::Timeout,
+                        format!(
+                            "a frame was begun and not completed within {ms} ms ([server] frame_timeout_ms = {ms}); closing the connection"
+                        ),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn pause(&mut self) {
+        // Not reading: the rest of the frame may wait in the kernel; not the peer's stall.
+        self.frame_begun = false;
+    }
+}
+
+/// A socket connection's output: see the module docs.
 struct Outbox {
     wr: OwnedWriteHalf,
     state: Mutex<OutState>,
@@ -417,9 +392,13 @@ struct OutState {
     dead: bool,
 }
 
-impl Outbox {
+impl Outgoing for Outbox {
     fn backlog(&self) -> usize {
         self.state.lock().buf.len()
+    }
+
+    fn space(&self) -> Notified<'_> {
+        self.space.notified()
     }
 
     /// Send `out` (emptied): directly while nothing is queued, else behind what is queued.
@@ -462,206 +441,8 @@ impl Outbox {
     }
 }
 
-/// Per-connection state the reader mutates.
-struct Conn<'a> {
-    shared: &'a Shared,
-    out: BytesMut,
-    subs: Subs,
-    next_sub: u64,
-    draining: bool,
-}
-
-impl Conn<'_> {
-    /// Handle one frame body. Returns a request to route; everything else is answered here.
-    fn on_body(&mut self, body: &[u8]) -> Option<(u64, String, Value, Option<Duration>)> {
-        let counters = &*self.shared.counters;
-        match Frame::decode(body) {
-            Ok(Frame::Request(req)) => {
-                HostCounters::incr(&counters.requests);
-                if self.draining {
-                    self.error(
-                        Some(req.id),
-                        ErrorCode::ShuttingDown,
-                        "the host is shutting down and accepts no new requests".into(),
-                    );
-                    return None;
-                }
-                match req.command.as_str() {
-                    "events/subscribe" => {
-                        match self.subscribe(req.params) {
-                            // The response is encoded before the subscription is polled.
-                            Ok((sid, sub)) => {
-                                let mut m = Map::with_capacity(1);
-                                m.insert("subscription".to_owned(), Value::from(sid));
-                                self.respond(req.id, Ok(Value::Object(m)));
-                                self.subs.list.push((sid, sub));
-                                HostCounters::incr(&counters.subscriptions_open);
-                            }
-                            Err(e) => self.respond(req.id, Err(e)),
-                        }
-                        None
-                    }
-                    "events/unsubscribe" => {
-                        let answer = self.unsubscribe(req.params);
-                        self.respond(req.id, answer);
-                        None
-                    }
-                    _ => Some((
-                        req.id,
-                        req.command,
-                        req.params,
-                        req.timeout_ms.map(Duration::from_millis),
-                    )),
-                }
-            }
-            Ok(frame @ (Frame::Response(_) | Frame::Event(_))) => {
-                // The host sends no requests and takes no events from clients.
-                tracing::debug!(
-                    frame_type = %frame.frame_type(),
-                    "Ignoring a frame the host did not ask for"
-                );
-                None
-            }
-            Err(bad) => {
-                HostCounters::incr(&counters.bad_frames);
-                match bad.frame_type {
-                    Some(FrameType::Response | FrameType::Event) => {
-                        tracing::debug!(error = %bad, "Ignoring an invalid response/event frame");
-                    }
-                    _ => self.push(&Frame::Response(bad.to_response())),
-                }
-                None
-            }
-        }
-    }
-
-    fn subscribe(&mut self, params: Value) -> Result<(u64, Subscription), DaemonError> {
-        self.shared
-            .router
-            .check_params("events/subscribe", &params)?;
-        let params = Params::new(params)?;
-        let pattern = params.str("pattern")?;
-        let max = self.shared.cfg.max_subscriptions;
-        if self.subs.list.len() >= max {
-            return Err(DaemonError::overloaded(format!(
-                "this connection already has {max} subscriptions (the limit); unsubscribe first"
-            )));
-        }
-        let sub = self
-            .shared
-            .bus
-            .subscribe_with_capacity(pattern, self.shared.cfg.event_buffer)
-            .map_err(|e| match e {
-                BusError::Pattern(_) | BusError::Topic(_) => {
-                    DaemonError::validation(format!("pattern: '{pattern}' is not valid: {e}"))
-                }
-                BusError::TooManySubscriptions { .. } => DaemonError::overloaded(e.to_string()),
-                BusError::Closed => DaemonError::shutting_down(e.to_string()),
-                other => DaemonError::internal(other.to_string()),
-            })?;
-        let sid = self.next_sub;
-        self.next_sub += 1;
-        Ok((sid, sub))
-    }
-
-    fn unsubscribe(&mut self, params: Value) -> Result<Value, DaemonError> {
-        self.shared
-            .router
-            .check_params("events/unsubscribe", &params)?;
-        let sid = Params::new(params)?.u64("subscription")?;
-        match self.subs.list.iter().position(|(id, _)| *id == sid) {
-            Some(i) => {
-                // Dropping the handle unsubscribes from the bus at once.
-                self.subs.list.swap_remove(i);
-                HostCounters::decr(&self.shared.counters.subscriptions_open);
-                Ok(Value::Object(Map::new()))
-            }
-            None => Err(DaemonError::not_found(format!(
-                "this connection has no subscription {sid}"
-            ))),
-        }
-    }
-
-    fn respond(&mut self, id: u64, answer: Result<Value, DaemonError>) {
-        let frame = Frame::Response(Response {
-            id: Some(id),
-            outcome: answer.map_err(ErrorBody::from),
-        });
-        if let Err(e) = write_frame(&mut self.out, &frame, self.shared.cfg.max_frame_len) {
-            tracing::warn!(id, error = %e, "Response too large to send");
-            self.error(
-                Some(id),
-                ErrorCode::Internal,
-                format!("the response could not be sent: {e}"),
-            );
-        }
-    }
-
-    fn error(&mut self, id: Option<u64>, code: ErrorCode, message: String) {
-        self.push(&Frame::Response(Response::err(id, code, message)));
-    }
-
-    fn push(&mut self, frame: &Frame) {
-        // Error frames are small; a failure here would mean a maximum below a few hundred bytes.
-        if let Err(e) = write_frame(&mut self.out, frame, self.shared.cfg.max_frame_len) {
-            tracing::warn!(error = %e, "Frame too large to send");
-        }
-    }
-
-    fn forward(&mut self, sub: u64, delivery: Delivery) {
-        let frame = match delivery {
-            Delivery::Event(e) => EventFrame {
-                subscription: sub,
-                topic: e.topic().to_owned(),
-                data: e.data().clone(),
-            },
-            Delivery::Lagged { missed } => EventFrame::lagged(sub, missed),
-        };
-        HostCounters::incr(&self.shared.counters.events_forwarded);
-        if let Err(e) = write_frame(
-            &mut self.out,
-            &Frame::Event(frame),
-            self.shared.cfg.max_frame_len,
-        ) {
-            tracing::warn!(subscription = sub, error = %e, "Event too large to forward; dropped");
-        }
-    }
-}
-
-/// A connection's subscriptions, polled fairly (round robin from where the last one left off).
-#[derive(Default)]
-struct Subs {
-    list: Vec<(u64, Subscription)>,
-    next: usize,
-}
-
-impl Subs {
-    fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u64, Delivery)>> {
-        let mut k = 0;
-        while k < self.list.len() {
-            let n = self.list.len();
-            let i = (self.next + k) % n;
-            match self.list[i].1.poll_recv(cx) {
-                Poll::Ready(Some(d)) => {
-                    self.next = (i + 1) % n;
-                    return Poll::Ready(Some((self.list[i].0, d)));
-                }
-                Poll::Ready(None) => {
-                    // The bus closed (host stopping): this subscription is over.
-                    self.list.swap_remove(i);
-                }
-                Poll::Pending => k += 1,
-            }
-        }
-        Poll::Pending
-    }
-}
-
-/// One connection's writer: drains the outbox whenever the socket can take more.
+/// One socket connection's writer: drains the outbox whenever the socket can take more. The
+/// last handle's drop (this task's, after the loop's) shuts the write half down.
 async fn write_loop(outbox: Arc<Outbox>, close: CancellationToken) {
     let run = async {
         loop {
@@ -724,6 +505,106 @@ async fn write_loop(outbox: Arc<Outbox>, close: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daemonhost_protocol::Request;
+    use daemonhost_runtime::{CommandSpec, DaemonSpec, Runtime, RuntimeBuilder};
+    use daemonhost_testkit::fake::Fake;
+    use daemonhost_testkit::host::Reader;
+    use daemonhost_testkit::{eventually, within};
+    use serde_json::json;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            max_frame_len: daemonhost_protocol::DEFAULT_MAX_FRAME,
+            max_in_flight: 1024,
+            max_subscriptions: 64,
+            event_buffer: 256,
+            max_connections: 16,
+            frame_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A runtime (not started) whose one daemon echoes `later/echo`.
+    fn runtime() -> Runtime {
+        let mut b = RuntimeBuilder::new(daemonhost_testkit::quiet_config());
+        b.register(Fake::echo(
+            DaemonSpec::new("later").command(CommandSpec::new("later/echo", "echoes its params")),
+        ));
+        b.build().expect("a valid plan")
+    }
+
+    fn request(id: u64) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        let req = Request::new(id, "later/echo", json!({ "n": id }));
+        write_frame(&mut b, &Frame::Request(req), usize::MAX).expect("encode");
+        b.to_vec()
+    }
+
+    // Current-thread runtime: once the test task runs again after the server read both
+    // requests, the server's connection task has also read the end of the stream behind them
+    // (it was in the socket before the server accepted), so the order below is exact.
+    #[tokio::test]
+    async fn a_half_close_with_a_partial_frame_buffered_still_answers_every_request_in_flight() {
+        let rt = runtime();
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let counters = Arc::new(HostCounters::default());
+
+        // Two requests, the first 7 bytes of a third, then the write side shut down: all of it
+        // waits in the socket before the server accepts.
+        let mut client = UnixStream::connect(&path).await.expect("connect");
+        let mut bytes = [request(1), request(2)].concat();
+        bytes.extend_from_slice(&request(3)[..7]);
+        client.write_all(&bytes).await.expect("write");
+        client.shutdown().await.expect("shut down the write side");
+        let server = spawn(
+            listener,
+            rt.router(),
+            rt.bus(),
+            config(),
+            Arc::clone(&counters),
+        );
+
+        // The daemon has not started: both requests wait in its startup queue, in flight on
+        // the connection, while the server reads the end of the stream behind them.
+        let queued = || rt.reports()[0].queue_depth;
+        eventually("both requests queued", async || queued() == 2).await;
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            counters.connections_open.load(Ordering::Relaxed),
+            1,
+            "the connection was closed with two requests in flight"
+        );
+
+        // Once the daemon is up, both are answered, then the connection ends.
+        rt.start();
+        let (rd, _wr) = client.into_split();
+        let mut reader = Reader::new(rd);
+        let mut answered = Vec::new();
+        while let Some(frame) = reader.next_frame().await {
+            match frame {
+                Frame::Response(r) => answered.push((r.id, r.outcome)),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        answered.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            answered,
+            vec![
+                (Some(1), Ok(json!({"n": 1}))),
+                (Some(2), Ok(json!({"n": 2}))),
+            ],
+            "each request read is answered once, the unfinished frame is not"
+        );
+        eventually("the connection closed", async || {
+            counters.connections_open.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        within("the server to close", server.close(Duration::from_secs(5))).await;
+        within("shutdown", rt.shutdown()).await;
+    }
 
     #[test]
     fn incomplete_frame_is_part_of_a_header_or_a_header_and_part_of_its_body() {
@@ -736,5 +617,75 @@ mod tests {
         // A complete frame first (then the start of the next) is no stall: it is decoded next.
         assert!(!incomplete_frame(&[&frame[..], &frame[..2]].concat()));
         assert!(!incomplete_frame(&0u32.to_be_bytes()), "an empty body");
+    }
+
+    #[tokio::test]
+    async fn an_error_too_large_to_send_keeps_its_code_with_its_message_cut_and_a_result_is_internal()
+     {
+        const MAX: usize = 4096;
+        let mut b = RuntimeBuilder::new(daemonhost_testkit::quiet_config());
+        b.register(Fake::answering(
+            DaemonSpec::new("big")
+                .command(CommandSpec::new("big/error", "e"))
+                .command(CommandSpec::new("big/result", "r")),
+            |r| match r.command.as_str() {
+                "big/error" => Err(daemonhost_runtime::DaemonError::not_found(format!(
+                    "no '{}'",
+                    "é".repeat(MAX)
+                ))),
+                _ => Ok(serde_json::Value::from("x".repeat(MAX))),
+            },
+        ));
+        let rt = b.build().expect("a valid plan");
+        within("start", rt.start_all()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = spawn(
+            listener,
+            rt.router(),
+            rt.bus(),
+            ServerConfig {
+                max_frame_len: MAX,
+                ..config()
+            },
+            Arc::new(HostCounters::default()),
+        );
+        let (rd, mut wr) = UnixStream::connect(&path)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut reader = Reader::new(rd);
+        for (id, command) in [(1, "big/error"), (2, "big/result")] {
+            let mut b = BytesMut::new();
+            let req = Request::new(id, command, serde_json::Value::Null);
+            write_frame(&mut b, &Frame::Request(req), MAX).expect("encode");
+            wr.write_all(&b).await.expect("write");
+            let r = reader.response().await;
+            assert_eq!(r.id, Some(id));
+            let e = r.outcome.expect_err("an error");
+            if id == 1 {
+                assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+                let full = format!("no '{}'", "é".repeat(MAX)).len();
+                assert!(
+                    e.message
+                        .ends_with(&format!("… (message cut: {full} bytes)")),
+                    "{}",
+                    e.message
+                );
+                assert!(e.message.starts_with("no 'éé"), "{}", e.message);
+                assert!(
+                    e.message.len() <= super::session::MAX_CUT_MESSAGE + 64,
+                    "{}",
+                    e.message.len()
+                );
+            } else {
+                assert_eq!(e.code, ErrorCode::Internal, "{e:?}");
+                assert!(e.message.starts_with("the response could not be sent"));
+            }
+        }
+        drop(wr);
+        within("the server to close", server.close(Duration::from_secs(5))).await;
+        within("shutdown", rt.shutdown()).await;
     }
 }

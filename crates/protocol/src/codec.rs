@@ -4,7 +4,8 @@
 //! socket-reader task); [`FrameCodec`] also decodes each body into a [`Frame`]. A body that is not a
 //! valid frame is an *item* (`Err(BadFrame)`), not a stream error: framing is intact and the
 //! connection goes on. Only a declared length above the maximum is a stream error, reported before
-//! any buffer space is reserved for it.
+//! any buffer space is reserved for it. A length within the maximum is not trusted either: the
+//! buffer grows with the bytes that arrive, at most 64 KiB ahead of them.
 
 use std::io;
 
@@ -18,6 +19,11 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
+
+/// Buffer space reserved at most, per decode, for the rest of a frame that has begun: a header
+/// alone (4 bytes) never reserves the length it claims (up to the maximum, 16 MiB by default),
+/// only this much; the buffer grows (doubling) as the body really arrives.
+const RESERVE_AHEAD: usize = 64 * 1024;
 
 /// A stream-level framing error. After one, the connection must be closed.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +101,7 @@ impl Decoder for RawFrameCodec {
         }
         let total = HEADER_LEN + declared;
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         src.advance(HEADER_LEN);
@@ -250,6 +256,52 @@ mod tests {
                 if declared == u32::MAX as usize
         ));
         assert_eq!(buf.capacity(), cap);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A header claiming up to the maximum, and whatever part of the body came with it,
+        /// reserve at most 64 KiB ahead of what arrived (the buffer's doubling aside), never
+        /// the claimed length; the frame still decodes once it is all there.
+        #[test]
+        fn a_begun_frame_reserves_what_arrives_not_what_its_header_claims(
+            declared in 0usize..=DEFAULT_MAX_FRAME,
+            arrived in 0usize..200_000,
+        ) {
+            let arrived = arrived.min(declared);
+            let mut codec = RawFrameCodec::new();
+            let mut buf = BytesMut::new();
+            buf.put_u32(declared as u32);
+            buf.extend(std::iter::repeat_n(b' ', arrived));
+            if arrived < declared {
+                proptest::prop_assert!(codec.decode(&mut buf).expect("no error").is_none());
+                let bound = 2 * (HEADER_LEN + arrived + RESERVE_AHEAD);
+                proptest::prop_assert!(
+                    buf.capacity() <= bound,
+                    "{} bytes reserved for {} arrived of {}", buf.capacity(), arrived, declared
+                );
+            } else {
+                let body = codec.decode(&mut buf).expect("no error").expect("a body");
+                proptest::prop_assert_eq!(body.len(), declared);
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_arriving_in_pieces_grows_the_buffer_and_decodes_whole() {
+        let body = vec![b'x'; 3 * RESERVE_AHEAD + 17];
+        let all = framed(&body);
+        let mut codec = RawFrameCodec::new();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for chunk in all.chunks(1000) {
+            assert!(got.is_none(), "decoded before the last byte");
+            buf.extend_from_slice(chunk);
+            got = codec.decode(&mut buf).expect("no error");
+        }
+        assert_eq!(got.as_deref(), Some(&body[..]));
+        assert!(buf.is_empty());
     }
 
     #[test]

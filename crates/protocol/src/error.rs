@@ -16,6 +16,10 @@ pub enum ErrorCode {
     Validation,
     /// The addressed entity does not exist.
     NotFound,
+    /// Understood, and refused by a policy of the host (e.g. a URL outside `[proxy] allow`);
+    /// the message names the rule. The same request gets the same answer until the policy
+    /// changes.
+    Forbidden,
     /// The deadline passed before the daemon answered.
     Timeout,
     /// The serving daemon failed or stopped; the message names the cause.
@@ -35,11 +39,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownCommand,
         ErrorCode::Validation,
         ErrorCode::NotFound,
+        ErrorCode::Forbidden,
         ErrorCode::Timeout,
         ErrorCode::Unavailable,
         ErrorCode::Overloaded,
@@ -56,6 +61,7 @@ impl ErrorCode {
             ErrorCode::UnknownCommand => "unknown_command",
             ErrorCode::Validation => "validation",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Overloaded => "overloaded",

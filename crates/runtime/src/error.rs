@@ -42,6 +42,10 @@ impl DaemonError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+    /// `forbidden`: understood, and refused by a policy of the host (the message names it).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
     /// `unknown_command`: nothing serves this command.
     pub fn unknown_command(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::UnknownCommand, message)

@@ -79,7 +79,7 @@ pub use handle::RuntimeHandle;
 pub use lifecycle::{DeferredState, LifecycleState, Status};
 pub use mailbox::Request;
 pub use metrics::{DaemonMetrics, DaemonReport, InitReport, PollTimed, WorkCounts, WorkPlace};
-pub use router::{CommandInfo, Router};
+pub use router::{CommandInfo, MAX_ECHOED_NAME_CHARS, MAX_SUGGESTED_NAME_LEN, Router};
 pub use runtime::{FailedDaemon, Runtime, ShutdownReport, StartupReport};
 pub use spec::{CommandSpec, DaemonSpec, OverflowPolicy, ParamSpec, RestartPolicy};
 pub use task_set::{TaskError, TaskSet};

@@ -99,6 +99,8 @@ struct Inner {
     slots: Vec<Slot>,
     exact: HashMap<Box<str>, Route>,
     prefixes: HashMap<Box<str>, PrefixRoute>,
+    /// The longest registered prefix, in bytes: a name's slashes past it are never looked up.
+    longest_prefix: usize,
     default_timeout: Duration,
     max_timeout: Duration,
     shutting_down: AtomicBool,
@@ -146,6 +148,7 @@ impl Router {
             inner: Arc::new(Inner {
                 slots,
                 exact,
+                longest_prefix: prefixes.keys().map(|p| p.len()).max().unwrap_or(0),
                 prefixes,
                 default_timeout,
                 max_timeout,
@@ -164,9 +167,13 @@ impl Router {
                 params: &r.params,
             });
         }
-        // Longest prefix first: "a/b/c" tries "a/b/" then "a/".
-        let mut end = command.len();
-        while let Some(pos) = command[..end].rfind('/') {
+        // Longest prefix first: "a/b/c" tries "a/b/" then "a/". Only slashes within the
+        // longest registered prefix are tried: a name of many slashes costs no more than a
+        // short one (each try hashes the name up to its slash).
+        let bytes = command.as_bytes();
+        let mut end = bytes.len().min(self.inner.longest_prefix);
+        while let Some(pos) = bytes[..end].iter().rposition(|b| *b == b'/') {
+            // `pos` is a '/', so a character boundary.
             if let Some(p) = self.inner.prefixes.get(&command[..=pos]) {
                 return p.open.then_some(Target {
                     slot: p.slot,
@@ -296,12 +303,21 @@ impl Router {
     }
 
     fn unknown(&self, command: &str) -> DaemonError {
+        self.unknown_command(command)
+    }
+
+    /// The `unknown_command` answer for `command`, as [`Router::ask`] gives it: the name (at
+    /// most [`MAX_ECHOED_NAME_CHARS`] characters of it, so a huge name never makes an answer too
+    /// large to send) and the close matches, if any (see [`Router::near_matches`]). For a caller
+    /// that answers an unknown name itself (`help`).
+    pub fn unknown_command(&self, command: &str) -> DaemonError {
         let near = self.near_matches(command, 3);
+        let name = echoed_name(command);
         if near.is_empty() {
-            DaemonError::unknown_command(format!("no daemon serves '{command}' (try 'list')"))
+            DaemonError::unknown_command(format!("no daemon serves '{name}' (try 'list')"))
         } else {
             DaemonError::unknown_command(format!(
-                "no daemon serves '{command}'; did you mean {}?",
+                "no daemon serves '{name}'; did you mean {}?",
                 near.iter()
                     .map(|n| format!("'{n}'"))
                     .collect::<Vec<_>>()
@@ -310,15 +326,34 @@ impl Router {
         }
     }
 
-    /// Up to `max` known commands closest to `command` by edit distance.
+    /// Up to `max` known commands closest to `command` by edit distance (within a third of its
+    /// length, at least 2), and those it is a prefix of or that are a prefix of it.
+    ///
+    /// Bounded work whatever the name: a name longer than [`MAX_SUGGESTED_NAME_LEN`] bytes gets
+    /// no suggestion at all, and a known command whose length differs from the name's by more
+    /// than the distance allowed is skipped before any distance is computed (the length
+    /// difference is a lower bound of the edit distance).
     pub fn near_matches(&self, command: &str, max: usize) -> Vec<String> {
+        if command.len() > MAX_SUGGESTED_NAME_LEN {
+            return Vec::new();
+        }
         let limit = (command.len() / 3).max(2);
         let mut scored: Vec<(usize, &str)> = self
             .inner
             .exact
             .keys()
-            .map(|k| (edit_distance(command, k), &**k))
-            .filter(|(d, k)| *d <= limit || k.starts_with(command) || command.starts_with(*k))
+            .filter_map(|k| {
+                let prefix = k.starts_with(command) || command.starts_with(&**k);
+                if prefix {
+                    // One is the other plus a tail: the distance is the tail's length.
+                    return Some((k.len().abs_diff(command.len()), &**k));
+                }
+                if k.len().abs_diff(command.len()) > limit {
+                    return None;
+                }
+                let d = edit_distance(command, k);
+                (d <= limit).then_some((d, &**k))
+            })
             .collect();
         scored.sort();
         scored
@@ -484,6 +519,22 @@ fn declared(c: &CommandSpec) -> Box<[Decl]> {
         .collect()
 }
 
+/// Names longer than this (in bytes) get no "did you mean": no command is nearly that long.
+pub const MAX_SUGGESTED_NAME_LEN: usize = 256;
+
+/// Characters of an unknown command name echoed in its `unknown_command` message; a longer
+/// name is cut there and marked with its length.
+pub const MAX_ECHOED_NAME_CHARS: usize = 128;
+
+/// `name` as an error message echoes it: whole up to [`MAX_ECHOED_NAME_CHARS`] characters,
+/// else its beginning, `…` and its length in bytes.
+fn echoed_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(MAX_ECHOED_NAME_CHARS) {
+        None => name.into(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()).into(),
+    }
+}
+
 /// Levenshtein distance over bytes (command names are ASCII).
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -506,6 +557,7 @@ mod tests {
     use crate::lifecycle::Lifecycle;
     use crate::spec::OverflowPolicy;
     use daemonhost_protocol::ErrorCode;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn slot(spec: DaemonSpec) -> (Slot, Lifecycle) {
@@ -754,6 +806,159 @@ mod tests {
         assert_eq!(e, DaemonError::bad_request("room: must be an object"));
         let e: DaemonError = ParamError::NotAnObject.into();
         assert_eq!(e, DaemonError::bad_request("params must be an object"));
+    }
+
+    /// A router declaring `names`, one daemon each.
+    fn router_of(names: &[&str]) -> (Router, Vec<Lifecycle>) {
+        let specs = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| DaemonSpec::new(format!("d{i}")).command(CommandSpec::new(*n, "c")))
+            .collect();
+        router(specs)
+    }
+
+    /// Command names like the host's (the search must prune among similar ones).
+    const HOST_LIKE: [&str; 16] = [
+        "ping",
+        "list",
+        "help",
+        "data/list",
+        "data/query",
+        "data/create",
+        "data/read",
+        "data/list-collections",
+        "chat/send",
+        "chat/history",
+        "health/status",
+        "health/metrics",
+        "log/write",
+        "log/write-batch",
+        "search/messages",
+        "session/get",
+    ];
+
+    /// The search before it was bounded: every known command's full distance.
+    fn near_matches_unbounded(r: &Router, command: &str, max: usize) -> Vec<String> {
+        let limit = (command.len() / 3).max(2);
+        let mut scored: Vec<(usize, &str)> = r
+            .inner
+            .exact
+            .keys()
+            .map(|k| (edit_distance(command, k), &**k))
+            .filter(|(d, k)| *d <= limit || k.starts_with(command) || command.starts_with(*k))
+            .collect();
+        scored.sort();
+        scored
+            .into_iter()
+            .take(max)
+            .map(|(_, k)| k.to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_huge_unknown_name_is_answered_at_once_unknown_command_with_the_name_cut() {
+        let mut specs: Vec<DaemonSpec> = HOST_LIKE
+            .iter()
+            .enumerate()
+            .map(|(i, n)| DaemonSpec::new(format!("d{i}")).command(CommandSpec::new(*n, "c")))
+            .collect();
+        // Closed prefixes: names under them that nobody declares are unknown too.
+        specs.push(
+            DaemonSpec::new("prefixed")
+                .prefix("data/")
+                .prefix("data/archive/")
+                .command(CommandSpec::new("data/archive/run", "r")),
+        );
+        let (r, _l) = router(specs);
+        // 100 KiB held the `system` daemon ~4.7 s when every distance was computed in full;
+        // 16 MiB (the largest frame) took minutes, and its echo made the answer too large to
+        // send (`internal`).
+        for len in [100 << 10, 16 << 20] {
+            // Without a slash, with a prefix's, with nothing but slashes (each one was a prefix
+            // lookup hashing the name up to it: quadratic).
+            for name in [
+                "x".repeat(len),
+                format!("data/list{}", "é".repeat(len / 2)),
+                "/".repeat(len),
+                "data/".repeat(len / 5),
+            ] {
+                let started = std::time::Instant::now();
+                let e = r.ask(&name, Value::Null).await.expect_err("unknown");
+                let took = started.elapsed();
+                assert_eq!(e.code, ErrorCode::UnknownCommand, "{len}");
+                assert!(
+                    took < Duration::from_secs(1),
+                    "{len} bytes took {took:?}: the search is not bounded"
+                );
+                assert!(
+                    e.message.len() < MAX_ECHOED_NAME_CHARS * 2 + 100,
+                    "{} bytes echoed",
+                    e.message.len()
+                );
+                assert!(
+                    e.message.contains(&format!("… ({} bytes)", name.len())),
+                    "{}",
+                    &e.message[..e.message.len().min(300)]
+                );
+                assert!(
+                    e.message.ends_with("(try 'list')"),
+                    "no suggestion past the cap"
+                );
+                assert_eq!(r.unknown_command(&name), e, "help answers the same");
+            }
+        }
+        // At the cap, the echo is whole and a suggestion is still made.
+        let name = format!("data/list{}", "z".repeat(MAX_ECHOED_NAME_CHARS - 9));
+        let e = r.unknown_command(&name);
+        assert!(e.message.contains(&format!("'{name}'")), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean 'data/list'"),
+            "{}",
+            e.message
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Pruning by length and the length cap change no suggestion: below the cap the bounded
+        /// search answers what the full one answered.
+        #[test]
+        fn the_bounded_near_match_search_suggests_what_the_full_search_suggests(
+            name in prop_oneof![
+                "[a-z/-]{0,24}",
+                prop::sample::select(HOST_LIKE.to_vec()).prop_flat_map(|k| {
+                    ("[a-z/]{0,3}", 0..=k.len(), "[a-z/]{0,40}").prop_map(move |(ins, at, tail)| {
+                        let mut s = k.to_owned();
+                        s.insert_str(at, &ins);
+                        if at % 3 == 0 { s.push_str(&tail); }
+                        s
+                    })
+                }),
+                "\\PC{0,80}",
+            ],
+            max in 1usize..5,
+        ) {
+            let (r, _l) = router_of(&HOST_LIKE);
+            prop_assume!(name.len() <= MAX_SUGGESTED_NAME_LEN);
+            prop_assert_eq!(
+                r.near_matches(&name, max),
+                near_matches_unbounded(&r, &name, max)
+            );
+        }
+    }
+
+    #[test]
+    fn echoed_name_is_whole_up_to_the_limit_and_cut_on_a_character_boundary_past_it() {
+        let at_limit = "é".repeat(MAX_ECHOED_NAME_CHARS);
+        assert_eq!(echoed_name(&at_limit), at_limit);
+        let past = "é".repeat(MAX_ECHOED_NAME_CHARS + 1);
+        assert_eq!(
+            echoed_name(&past),
+            format!("{at_limit}… ({} bytes)", past.len())
+        );
+        assert_eq!(echoed_name(""), "");
     }
 
     #[test]

@@ -134,18 +134,8 @@ fn help(ctx: &Context, name: &str) -> Result<Value, DaemonError> {
             "default_timeout_ms": default_timeout_ms,
         }));
     }
-    let near = router.near_matches(name, 3);
-    Err(DaemonError::unknown_command(if near.is_empty() {
-        format!("no daemon serves '{name}' (try 'list')")
-    } else {
-        format!(
-            "no daemon serves '{name}'; did you mean {}?",
-            near.iter()
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }))
+    // The router's own answer: the same message, a huge name cut, the search bounded.
+    Err(router.unknown_command(name))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 //! data dir (with arguments, environment, a config file), wait for its socket, connect the
 //! protocol client or a raw stream, stop it with SIGTERM or SIGKILL, read what it printed.
 //!
+//! The web bridge listens on any free port (`--web-listen 127.0.0.1:0`) unless a test passes
+//! `--web-listen` itself, so hosts started at once never collide on the default port;
+//! [`Host::web_url`] reads the URL the host wrote to `DATA/web.url`.
+//!
 //! The binary's path is an argument: tests in `crates/cli` pass
 //! `env!("CARGO_BIN_EXE_daemonhost")`. Nothing here sleeps bare: every wait polls a condition
 //! with a deadline ([`crate::TIMEOUT`]). A [`Host`] kills its process on drop, so a failing
@@ -16,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+/// The file in the data dir holding the web bridge's URL.
+pub const WEB_URL_FILE: &str = "web.url";
 
 /// A temp dir under /tmp (short paths: a socket path must stay under ~100 bytes).
 pub fn tempdir() -> tempfile::TempDir {
@@ -83,8 +90,12 @@ impl Host {
     }
 
     /// Start a host process on this host's data dir (the first, or after the previous ended):
-    /// `BIN --data-dir DATA --log-level info run ARGS…`, stdout and stderr appended to the log.
+    /// `BIN --data-dir DATA --log-level info run [--web-listen 127.0.0.1:0] ARGS…`, stdout and
+    /// stderr appended to the log. The web bridge gets any free port unless `args` name
+    /// `--web-listen`; a `DATA/web.url` left by an earlier process is removed first, so
+    /// [`Host::web_url`] reads this one's.
     pub fn spawn(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        let _ = std::fs::remove_file(self.data.join(WEB_URL_FILE));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -93,8 +104,11 @@ impl Host {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--data-dir")
             .arg(&self.data)
-            .args(["--log-level", "info", "run"])
-            .args(args)
+            .args(["--log-level", "info", "run"]);
+        if !args.iter().any(|a| a.starts_with("--web-listen")) {
+            cmd.args(["--web-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env_remove("NOTIFY_SOCKET")
             // The host's own default applies unless a test sets it.
             .env_remove("MALLOC_ARENA_MAX")
@@ -105,6 +119,30 @@ impl Host {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn daemonhost run"));
+    }
+
+    /// The web bridge's URL (`http://127.0.0.1:PORT/?token=…`) from `DATA/web.url`, once the
+    /// host has written it.
+    ///
+    /// # Panics
+    /// If the file does not appear within [`TIMEOUT`] (the log is in the message).
+    pub async fn web_url(&self) -> String {
+        let path = self.data.join(WEB_URL_FILE);
+        let read = crate::try_eventually_for(TIMEOUT, async || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .await;
+        match read {
+            Ok(url) => url,
+            Err(_) => panic!(
+                "{} did not appear within {TIMEOUT:?}; log:\n{}",
+                path.display(),
+                self.log()
+            ),
+        }
     }
 
     /// What the host printed (stdout and stderr, every process of this host so far).

@@ -1,7 +1,7 @@
 //! Test helpers shared by daemonhost's crates: one way to wait ([`eventually`], [`within`]),
 //! runtimes with the real data daemon on a temp dir ([`data::boot`]), stand-in daemons
-//! ([`fake::Fake`]), a fake AI provider over HTTP ([`http::ProviderServer`]) and the real
-//! binary in a temp dir ([`host::Host`]).
+//! ([`fake::Fake`]), a fake AI provider over HTTP ([`http::ProviderServer`]), a tiny website
+//! for the proxy ([`pages::PageServer`]) and the real binary in a temp dir ([`host::Host`]).
 //!
 //! A crate this one depends on (protocol, runtime, data) may use it from its `tests/` only:
 //! its unit tests would link a second copy of itself through this crate.
@@ -11,6 +11,7 @@ pub mod data;
 pub mod fake;
 pub mod host;
 pub mod http;
+pub mod pages;
 mod wait;
 
 pub use wait::{

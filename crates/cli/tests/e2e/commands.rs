@@ -10,8 +10,9 @@ use std::time::Duration;
 const T: Option<Duration> = Some(Duration::from_secs(20));
 
 /// Commands this test does not call with `{}`, each with the reason. Every one must still be
-/// listed (so this list cannot go stale), and is still asked `help`.
-const EXCLUDED: &[(&str, &str)] = &[
+/// listed (so this list cannot go stale), and is still asked `help`. The garbage test
+/// (`garbage.rs`) skips them too.
+pub(crate) const EXCLUDED: &[(&str, &str)] = &[
     // None today: no declared command shuts the host down or blocks longer than a call's
     // deadline when sent `{}`. Add one here, with its reason, rather than skipping it in the
     // loop below.
@@ -23,14 +24,19 @@ const EXCLUDED: &[(&str, &str)] = &[
 const SERVED_BY_THE_SOCKET_SERVER: &[&str] = &["events/subscribe", "events/unsubscribe"];
 
 /// One declared command as `list` and `help` describe it.
-struct Declared {
-    name: String,
-    daemon: String,
+pub(crate) struct Declared {
+    pub(crate) name: String,
+    pub(crate) daemon: String,
     /// The first param `help` marks required, in declaration order.
-    first_required: Option<String>,
+    pub(crate) first_required: Option<String>,
+    /// Every declared param: name, type word, required.
+    pub(crate) params: Vec<(String, String, bool)>,
+    /// `help`'s `default_timeout_ms`.
+    pub(crate) default_timeout_ms: u64,
 }
 
-async fn declared(c: &daemonhost_protocol::Client) -> Vec<Declared> {
+/// Every command the host's catalog lists (`list`), each with what `help` says of it.
+pub(crate) async fn declared(c: &daemonhost_protocol::Client) -> Vec<Declared> {
     let list = c.call("list", json!({}), T).await.expect("list");
     let commands = list["commands"].as_array().expect("commands");
     assert_eq!(
@@ -63,10 +69,23 @@ async fn declared(c: &daemonhost_protocol::Client) -> Vec<Declared> {
             .iter()
             .find(|p| p["required"] == true)
             .map(|p| p["name"].as_str().expect("param name").to_owned());
+        let default_timeout_ms = help["default_timeout_ms"].as_u64().unwrap_or(0);
+        let params = params
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_owned(),
+                    p["type"].as_str().unwrap_or_default().to_owned(),
+                    p["required"] == true,
+                )
+            })
+            .collect();
         out.push(Declared {
             name,
             daemon,
             first_required,
+            params,
+            default_timeout_ms,
         });
     }
     out

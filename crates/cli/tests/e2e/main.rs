@@ -3,12 +3,15 @@
 
 mod commands;
 mod data;
+mod garbage;
 mod harness;
 mod killloop;
 mod observe;
 mod platform;
+mod proxy;
 mod server;
 mod sessions;
+mod web;
 mod workers;
 
 use daemonhost_protocol::{ErrorCode, Frame, Request, write_frame};
@@ -475,7 +478,8 @@ async fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
                 .expect("stream ends")
                 .is_none()
         );
-        // The data dir stays with the lock file and the databases; the socket is gone.
+        // The data dir stays with the lock file, the databases and the web token; the socket
+        // and web.url are gone.
         let mut left: Vec<_> = std::fs::read_dir(&host.data)
             .expect("data dir")
             .map(|e| e.expect("entry").file_name())
@@ -485,7 +489,8 @@ async fn sigterm_and_sigint_exit_0_and_remove_the_socket() {
             left,
             vec![
                 std::ffi::OsString::from("daemonhost.lock"),
-                std::ffi::OsString::from("data")
+                std::ffi::OsString::from("data"),
+                std::ffi::OsString::from("web.token"),
             ]
         );
     }

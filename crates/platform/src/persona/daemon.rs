@@ -139,7 +139,7 @@ impl Daemon for PersonaDaemon {
                 if v.is_null() {
                     return Err(DaemonError::not_found(format!(
                         "no persona '{}' is hosted",
-                        id.unwrap_or_default()
+                        crate::util::short(id.unwrap_or_default())
                     )));
                 }
                 Ok(v)
