@@ -254,7 +254,7 @@ async fn run_async(
         },
         Arc::clone(&counters),
     );
-    let startup_counters = counters;
+    let startup_counters = Arc::clone(&counters);
     tracing::info!(socket = %data.socket.display(), pid = std::process::id(), "Listening");
     let web_url = web.map(|w| {
         let opts = web::WebOptions {
@@ -268,7 +268,9 @@ async fn run_async(
             "Web bridge listening"
         );
         // The hook for more endpoints (e.g. `/metrics`) is the last argument: see `web::router`.
-        let extra = web::routes::extra(runtime.router());
+        let metrics =
+            crate::metrics::HostView::new(runtime.handle(), Arc::clone(&counters)).renderer();
+        let extra = web::routes::extra(runtime.router(), metrics);
         web::spawn(
             w.bound,
             server.core(),

@@ -4,6 +4,8 @@
 //! | path | what |
 //! |---|---|
 //! | `/proxy/<percent-encoded-url>` | the `proxy` daemon's `proxy/fetch`, answered as the page itself (same origin, for iframes) |
+//! | `/metrics` | the Prometheus text of the host (`crate::metrics`), rendered per scrape |
+//! | `/startup.svg` | the startup waterfall of `daemonhost analyze plot` (`system/startup`) |
 //!
 //! A command's error becomes an HTTP status by its code ([`status_of`]); the body is its message.
 
@@ -17,11 +19,40 @@ use base64::Engine as _;
 use daemonhost_protocol::ErrorCode;
 use serde_json::{Value, json};
 
-/// The routes, on the host's command router.
-pub(crate) fn extra(router: daemonhost_runtime::Router) -> Router {
+/// The routes, on the host's command router; `metrics` renders `/metrics`.
+pub(crate) fn extra(
+    router: daemonhost_runtime::Router,
+    metrics: crate::metrics::Renderer,
+) -> Router {
     Router::new()
         .route("/proxy/{*rest}", get(proxy))
+        .route("/startup.svg", get(startup_svg))
         .with_state(router)
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    // A render reads the runtime's counters (~2 ms): off the async workers.
+                    let text = tokio::task::spawn_blocking(move || metrics())
+                        .await
+                        .unwrap_or_default();
+                    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+                }
+            }),
+        )
+}
+
+/// `GET /startup.svg`: the same SVG as `daemonhost analyze plot`.
+async fn startup_svg(State(router): State<daemonhost_runtime::Router>) -> Response {
+    match router.ask("system/startup", Value::Null).await {
+        Ok(v) => (
+            [(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"))],
+            crate::analyze::plot_svg(&v),
+        )
+            .into_response(),
+        Err(e) => (status_of(e.code), format!("{}\n", e.message)).into_response(),
+    }
 }
 
 /// The HTTP status for a command's error code.

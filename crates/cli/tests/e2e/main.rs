@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `daemonhost` binary in a temp dir, driven over its socket and
 //! through its CLI. Each test is named after what it proves.
 
+mod browser;
 mod commands;
 mod data;
 mod garbage;

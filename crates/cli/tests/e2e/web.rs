@@ -791,3 +791,33 @@ async fn the_proxy_route_serves_an_allowed_page_same_origin_and_refuses_the_rest
     let bad = get(&web.addr, "/proxy/%zz", &[("Authorization", &auth)]).await;
     assert_eq!(bad.status, 400, "{bad:?}");
 }
+
+/// `/metrics` serves the Prometheus text and `/startup.svg` the `analyze plot` waterfall, both
+/// behind the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_the_startup_waterfall_are_served_behind_the_token() {
+    let host = Host::start(BIN);
+    let web = web_of(&host).await;
+    let auth = format!("Bearer {}", web.token);
+    assert_eq!(get(&web.addr, "/metrics", &[]).await.status, 401);
+    let m = get(&web.addr, "/metrics", &[("Authorization", &auth)]).await;
+    assert_eq!(m.status, 200, "{m:?}");
+    assert!(
+        m.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{m:?}"
+    );
+    assert!(
+        m.body.contains("# TYPE daemonhost_daemon_state"),
+        "{}",
+        &m.body[..m.body.len().min(500)]
+    );
+    let svg = get(&web.addr, "/startup.svg", &[("Authorization", &auth)]).await;
+    assert_eq!(svg.status, 200, "{svg:?}");
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(
+        svg.body.contains("<svg") && svg.body.contains("persona"),
+        "{}",
+        &svg.body[..svg.body.len().min(300)]
+    );
+}
