@@ -295,6 +295,9 @@ struct Sessions {
     pending: AtomicU64,
     /// Sweeps run one at a time (the timer's and a full store's).
     sweeping: tokio::sync::Mutex<()>,
+    /// Held by a recount (pending read, count, store) and by each reservation, so a create
+    /// reserved after the recount read `pending` is not overwritten by its result.
+    counting: tokio::sync::Mutex<()>,
     /// When (clock ms) a full store last swept.
     last_full_sweep: AtomicI64,
     /// Expired records deleted since start.
@@ -302,7 +305,8 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn reserve(&self) -> bool {
+    async fn reserve(&self) -> bool {
+        let _c = self.counting.lock().await;
         let max = self.cfg.max_sessions as u64;
         let ok = self
             .stored
@@ -352,7 +356,7 @@ impl Sessions {
         if let Some(u) = &user_id {
             self.check_user(u).await?;
         }
-        if !self.reserve() {
+        if !self.reserve().await {
             // Full as far as this daemon knows: free what has expired (at most once a second,
             // so a flood of creates at the bound costs no flood of sweeps), then count again.
             let now = self.clock.now_ms();
@@ -365,7 +369,7 @@ impl Sessions {
             {
                 self.sweep().await?;
             }
-            if !self.reserve() {
+            if !self.reserve().await {
                 return Err(SessionError::Full {
                     max: self.cfg.max_sessions,
                 });
@@ -541,11 +545,14 @@ impl Sessions {
             }
         }
         self.swept.fetch_add(total, Ordering::Relaxed);
+        // Pending is read before the count: a create that commits in between is counted twice
+        // (safe: one too many until the next sweep), never missed; no reservation can slip in
+        // between the read and the store (`counting`).
+        let _c = self.counting.lock().await;
+        let pending = self.pending.load(Ordering::Acquire);
         let stored = self.store.count(&Handle::Primary, COLLECTION, None).await?;
-        self.stored.store(
-            stored.saturating_add(self.pending.load(Ordering::Acquire)),
-            Ordering::Release,
-        );
+        self.stored
+            .store(stored.saturating_add(pending), Ordering::Release);
         Ok(total)
     }
 
@@ -699,6 +706,7 @@ impl Daemon for SessionDaemon {
             cache: SessionCache::new(self.cfg.cache_capacity),
             stored: AtomicU64::new(stored),
             pending: AtomicU64::new(0),
+            counting: tokio::sync::Mutex::new(()),
             sweeping: tokio::sync::Mutex::new(()),
             last_full_sweep: AtomicI64::new(i64::MIN),
             swept: AtomicU64::new(0),
