@@ -26,6 +26,6 @@ pub use client::{CallError, Client, ClientConfig, ClientError, EventStream, answ
 pub use codec::{
     CodecError, DEFAULT_MAX_FRAME, FrameCodec, HEADER_LEN, RawFrameCodec, write_body, write_frame,
 };
-pub use error::{ErrorBody, ErrorCode};
+pub use error::{ErrorBody, ErrorCode, error_chain};
 pub use frame::{BadFrame, EventFrame, Frame, FrameType, LAGGED_TOPIC, Request, Response};
 pub use params::{ParamError, ParamType, Params, check_declared, check_declared_iter};

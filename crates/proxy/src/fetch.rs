@@ -22,9 +22,10 @@
 
 use crate::address::classify;
 use crate::allow::Match;
-use crate::error::{ProxyError, chain};
+use crate::error::ProxyError;
 use crate::resolve::Resolver;
 use crate::target::{HostName, Target};
+use daemonhost_protocol::error_chain as chain;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 
 use crate::error::AdapterError;
 use crate::secrets::Secret;
+use daemonhost_protocol::error_chain as chain;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -186,26 +187,6 @@ impl Http {
             }
         }
     }
-}
-
-/// An error and its sources on one line (reqwest's own message alone is terse).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    let mut depth = 0;
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-        depth += 1;
-        if depth > 8 {
-            break;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
