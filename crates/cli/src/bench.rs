@@ -8,6 +8,14 @@
 //! machine the client costs as little CPU as possible and the numbers describe the host. Frames
 //! are still encoded and decoded with the protocol crate, so every answer is checked.
 //!
+//! Load mode also reports the CPU time per request of the host (`server_cpu_us_per_req`) and
+//! of the bench itself (`client_cpu_us_per_req`), from `/proc` at the start and the end of the
+//! measured window ([`cpu`]: per-thread `schedstat`, else `stat`). The host's pid comes from
+//! `health/metrics` (`process.pid`) and must match the socket's peer credentials: a host in
+//! another pid namespace or behind a relay to another machine, or a `/proc/PID` that cannot be
+//! read, makes the figure "unavailable" (null in `--json`), never a guess. It is the host
+//! process alone: its worker processes (`daemonhost worker logger|search`) are not counted.
+//!
 //! **Startup mode** (`--startup`): spawns `daemonhost run` from this executable in a fresh temp
 //! data dir, tries to connect in a tight loop from the instant of spawning, sends `ping` and
 //! measures spawn → socket accepting → first `ping` answered; then SIGTERMs the host and
@@ -16,14 +24,19 @@
 //! Latencies go into a log-linear histogram (32 buckets per power of two, about 3 % precision)
 //! of fixed size: memory does not grow with the number of requests.
 
+mod cpu;
+
 use crate::call::EXIT_FAILED;
 use anyhow::{Context as _, bail};
 use bytes::{Buf, BytesMut};
-use daemonhost_protocol::{Frame, HEADER_LEN, Request, write_frame};
+use cpu::{CpuDelta, CpuReading};
+use daemonhost_protocol::{Client, Frame, HEADER_LEN, Request, write_frame};
+use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -249,25 +262,55 @@ pub async fn run_load(
         );
     }
     // Fail fast, with the standard message and exit code, when no host is running.
-    if let Err(code) = crate::call::connect(socket).await {
-        return Ok(code);
-    }
+    let client = match crate::call::connect(socket).await {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let host_pid = host_pid(&client, socket).await;
+    drop(client);
     let start = Instant::now();
     let measure_from = start + opts.warmup;
     let stop_at = measure_from + opts.duration;
+    // The CPU of the host and of this process at the start and the end of the measured window,
+    // read by a task of the main runtime while the connections run (each read takes well under
+    // a millisecond; /proc is not a disk).
+    let host_proc = host_pid
+        .as_ref()
+        .ok()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}")));
+    // A connection thread that has drained stays alive until the last reading: /proc lists
+    // live threads only, and a thread's schedstat goes with it.
+    let gate = Arc::new(Gate::default());
+    let cpu_task = tokio::spawn({
+        let gate = Arc::clone(&gate);
+        async move {
+            let read = |proc_dir: Option<&Path>| proc_dir.map(CpuReading::read);
+            let own = Path::new("/proc/self");
+            tokio::time::sleep_until(measure_from.into()).await;
+            let first = (read(host_proc.as_deref()), CpuReading::read(own));
+            tokio::time::sleep_until(stop_at.into()).await;
+            let last = (read(host_proc.as_deref()), CpuReading::read(own));
+            gate.open();
+            (first, last)
+        }
+    });
     // One OS thread with a single-threaded runtime per connection: no work stealing and no
     // cross-thread wake-ups on the client side, so its overhead stays small and stable.
     let mut threads = Vec::with_capacity(opts.connections);
     for i in 0..opts.connections {
         let socket = socket.to_path_buf();
         let opts = opts.clone();
+        let gate = Arc::clone(&gate);
         let t = std::thread::Builder::new()
             .name(format!("bench-{i}"))
             .spawn(move || -> anyhow::Result<ConnResult> {
-                tokio::runtime::Builder::new_current_thread()
+                let res = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?
-                    .block_on(drive(socket, opts, start, measure_from, stop_at))
+                    .block_on(drive(socket, opts, start, measure_from, stop_at))?;
+                // After the drain deadline of `drive`, in case the readings' task is gone.
+                gate.wait(stop_at + Duration::from_secs(15));
+                Ok(res)
             })
             .context("cannot start a benchmark thread")?;
         threads.push(t);
@@ -285,6 +328,19 @@ pub async fn run_load(
             total.first_error = r.first_error;
         }
     }
+    let ((host_a, self_a), (host_b, self_b)) =
+        cpu_task.await.context("the CPU readings' task failed")?;
+    let requests = total.hist.len();
+    let server_cpu = host_pid.and_then(|pid| {
+        let unreadable = || format!("cannot read /proc/{pid} (not this machine's process?)");
+        let a = host_a.flatten().ok_or_else(unreadable)?;
+        let b = host_b.flatten().ok_or_else(unreadable)?;
+        Ok((pid, cpu_figure(a.delta(&b), opts.duration, requests)?))
+    });
+    let client_cpu = match (self_a, self_b) {
+        (Some(a), Some(b)) => cpu_figure(a.delta(&b), opts.duration, requests),
+        _ => Err("cannot read /proc/self".to_owned()),
+    };
     let secs = opts.duration.as_secs_f64();
     let rate = total.hist.len() as f64 / secs;
     let us = |ns: u64| ns as f64 / 1000.0;
@@ -304,6 +360,15 @@ pub async fn run_load(
                 "p99_us": us(h.quantile(0.99)),
                 "p999_us": us(h.quantile(0.999)),
                 "max_us": us(h.max()),
+                "server_pid": server_cpu.as_ref().ok().map(|(pid, _)| pid),
+                "server_cpu_us_per_req": server_cpu.as_ref().ok().map(|(_, f)| round3(f.us_per_req)),
+                "server_cpu_cores": server_cpu.as_ref().ok().map(|(_, f)| round3(f.delta.cores())),
+                "server_cpu_source": server_cpu.as_ref().ok().map(|(_, f)| f.delta.source.name()),
+                "server_cpu_unavailable": server_cpu.as_ref().err(),
+                "client_cpu_us_per_req": client_cpu.as_ref().ok().map(|f| round3(f.us_per_req)),
+                "client_cpu_cores": client_cpu.as_ref().ok().map(|f| round3(f.delta.cores())),
+                "client_cpu_source": client_cpu.as_ref().ok().map(|f| f.delta.source.name()),
+                "client_cpu_unavailable": client_cpu.as_ref().err(),
             })
         );
     } else {
@@ -329,6 +394,24 @@ pub async fn run_load(
             us(h.quantile(0.999)),
             us(h.max())
         );
+        match &server_cpu {
+            Ok((pid, f)) => println!(
+                "  server CPU {:.2} µs/req · {:.2} cores (pid {pid}, {})",
+                f.us_per_req,
+                f.delta.cores(),
+                f.delta.source.name()
+            ),
+            Err(why) => println!("  server CPU unavailable: {why}"),
+        }
+        match &client_cpu {
+            Ok(f) => println!(
+                "  client CPU {:.2} µs/req · {:.2} cores (this process, {})",
+                f.us_per_req,
+                f.delta.cores(),
+                f.delta.source.name()
+            ),
+            Err(why) => println!("  client CPU unavailable: {why}"),
+        }
         if let Some(e) = &total.first_error {
             println!("  first error: {e}");
         }
@@ -338,6 +421,82 @@ pub async fn run_load(
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// Closed until the measured window's last CPU reading is taken.
+#[derive(Debug, Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock() = true;
+        self.opened.notify_all();
+    }
+
+    /// Until the gate opens, or `deadline`.
+    fn wait(&self, deadline: Instant) {
+        let mut open = self.open.lock();
+        while !*open {
+            if self.opened.wait_until(&mut open, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+/// A process's CPU over the measured window.
+#[derive(Debug, Clone, Copy)]
+struct CpuFigure {
+    delta: CpuDelta,
+    us_per_req: f64,
+}
+
+fn cpu_figure(
+    delta: Option<CpuDelta>,
+    window: Duration,
+    requests: u64,
+) -> Result<CpuFigure, String> {
+    let delta = delta.ok_or("no CPU source was readable at both ends of the window")?;
+    let us_per_req = delta
+        .us_per_request(window, requests)
+        .ok_or("no request was answered in the window")?;
+    Ok(CpuFigure { delta, us_per_req })
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The host's pid as this machine sees it, or why there is none.
+///
+/// The host says its pid in `health/metrics` (`process.pid`), in its own pid namespace. The
+/// kernel gives the socket's peer pid in ours: the two differ when the host runs in another
+/// namespace (a container) or the socket is a relay (e.g. socat to another machine), and then
+/// `/proc/PID` here is some other process or none.
+async fn host_pid(client: &Client, socket: &Path) -> Result<u32, String> {
+    let v = client
+        .call("health/metrics", Value::Null, Some(Duration::from_secs(10)))
+        .await
+        .map_err(|e| format!("health/metrics failed: {e}"))?;
+    let pid = v["process"]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or("health/metrics gave no process.pid")?;
+    let peer = UnixStream::connect(socket)
+        .await
+        .and_then(|s| s.peer_cred())
+        .ok()
+        .and_then(|c| c.pid());
+    match peer {
+        Some(p) if i64::from(p) != i64::from(pid) => Err(format!(
+            "the host says it is pid {pid} but the socket's peer is pid {p} here \
+             (another pid namespace or machine)"
+        )),
+        _ => Ok(pid),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

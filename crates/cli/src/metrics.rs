@@ -166,7 +166,7 @@ pub struct ProcessStats {
 }
 
 /// Clock ticks per second of `/proc/*/stat` times (`sysconf(_SC_CLK_TCK)`; 100 on Linux).
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,
         _ => 100.0,
@@ -201,7 +201,7 @@ impl ProcessStats {
 
 /// `/proc/self/stat`: utime, stime, num_threads, starttime, vsize. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after its last `)`.
-fn parse_stat(text: &str, ticks: f64, btime: Option<u64>) -> ProcessStats {
+pub(crate) fn parse_stat(text: &str, ticks: f64, btime: Option<u64>) -> ProcessStats {
     let Some((_, rest)) = text.rsplit_once(')') else {
         return ProcessStats::default();
     };

@@ -804,6 +804,12 @@ async fn bench_tool_reports_throughput_latency_and_startup() {
     assert_eq!(v["errors"], 0);
     assert!(v["p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
     assert!(v["p99_us"].as_f64() >= v["p50_us"].as_f64(), "{v}");
+    // The host is a process of this machine: its CPU per request is measured, and so is the
+    // bench's own.
+    assert!(v["server_pid"].as_u64().is_some(), "{v}");
+    assert!(v["server_cpu_us_per_req"].as_f64().is_some(), "{v}");
+    assert!(v["server_cpu_unavailable"].is_null(), "{v}");
+    assert!(v["client_cpu_us_per_req"].as_f64().is_some(), "{v}");
 
     let out = cli(&host.data, &["bench", "--startup", "--runs", "2", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
