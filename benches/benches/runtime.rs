@@ -12,6 +12,7 @@ use daemonhost_runtime::{
     RuntimeConfig,
 };
 use serde_json::{Value, json};
+use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +65,56 @@ fn small() -> Value {
     json!({"collection": "users", "limit": 10, "id": 42})
 }
 
+/// Runs `timed` as one spawned task (so it polls on a worker, as a client task would) and returns
+/// the time it measured around its own loop.
+fn in_one_task(
+    rt: &tokio::runtime::Runtime,
+    timed: impl Future<Output = Duration> + Send + 'static,
+) -> Duration {
+    rt.block_on(rt.spawn(timed)).expect("task")
+}
+
+/// `iters` asks one after the other, timed around the loop.
+async fn sequential<F, Fut>(iters: u64, ask: F) -> Duration
+where
+    F: Fn(Value) -> Fut,
+    Fut: Future<Output = Value>,
+{
+    let v = small();
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        black_box(ask(v.clone()).await);
+    }
+    t0.elapsed()
+}
+
+/// Requests kept in flight by [`pipelined`].
+const WINDOW: u64 = 1024;
+
+/// `iters` asks with a window of [`WINDOW`] in flight, a new one sent as each is answered.
+async fn pipelined<F, Fut>(iters: u64, ask: F) -> Duration
+where
+    F: Fn(Value) -> Fut,
+    Fut: Future<Output = Value>,
+{
+    let v = small();
+    let t0 = Instant::now();
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < iters.min(WINDOW) {
+        inflight.push(ask(v.clone()));
+        sent += 1;
+    }
+    while let Some(r) = futures_util::StreamExt::next(&mut inflight).await {
+        black_box(r);
+        if sent < iters {
+            inflight.push(ask(v.clone()));
+            sent += 1;
+        }
+    }
+    t0.elapsed()
+}
+
 fn bench_ask(c: &mut Criterion) {
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,96 +131,30 @@ fn bench_ask(c: &mut Criterion) {
     // sides, which hid a 4x difference between them.
     let mut g = c.benchmark_group("ask");
     g.throughput(Throughput::Elements(1));
+    // Each closure owns its handle (the task it runs in is 'static) and is cloned per sample.
+    let raw_ask = move |v: Value| {
+        let raw = raw.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            raw.send((v, tx)).await.expect("send");
+            rx.await.expect("reply")
+        }
+    };
+    let router_ask = move |v: Value| {
+        let router = router.clone();
+        async move { router.ask("echo/x", v).await.expect("ok") }
+    };
     g.bench_function("raw_mpsc_oneshot/sequential", |b| {
-        b.iter_custom(|iters| {
-            let raw = raw.clone();
-            tokio_rt
-                .block_on(tokio_rt.spawn(async move {
-                    let v = small();
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
-                        let (tx, rx) = oneshot::channel();
-                        raw.send((v.clone(), tx)).await.expect("send");
-                        black_box(rx.await.expect("reply"));
-                    }
-                    t0.elapsed()
-                }))
-                .expect("task")
-        })
+        b.iter_custom(|iters| in_one_task(&tokio_rt, sequential(iters, raw_ask.clone())))
     });
     g.bench_function("router/sequential", |b| {
-        b.iter_custom(|iters| {
-            let router = router.clone();
-            tokio_rt
-                .block_on(tokio_rt.spawn(async move {
-                    let v = small();
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
-                        black_box(router.ask("echo/x", v.clone()).await.expect("ok"));
-                    }
-                    t0.elapsed()
-                }))
-                .expect("task")
-        })
+        b.iter_custom(|iters| in_one_task(&tokio_rt, sequential(iters, router_ask.clone())))
     });
-    const WINDOW: u64 = 1024;
     g.bench_function("raw_mpsc_oneshot/pipelined_1024", |b| {
-        b.iter_custom(|iters| {
-            let raw = raw.clone();
-            tokio_rt
-                .block_on(tokio_rt.spawn(async move {
-                    let v = small();
-                    let t0 = Instant::now();
-                    let mut inflight = futures_util::stream::FuturesUnordered::new();
-                    let ask = |v: Value| {
-                        let raw = raw.clone();
-                        async move {
-                            let (tx, rx) = oneshot::channel();
-                            raw.send((v, tx)).await.expect("send");
-                            rx.await.expect("reply")
-                        }
-                    };
-                    let mut sent = 0;
-                    while sent < iters.min(WINDOW) {
-                        inflight.push(ask(v.clone()));
-                        sent += 1;
-                    }
-                    while let Some(r) = futures_util::StreamExt::next(&mut inflight).await {
-                        black_box(r);
-                        if sent < iters {
-                            inflight.push(ask(v.clone()));
-                            sent += 1;
-                        }
-                    }
-                    t0.elapsed()
-                }))
-                .expect("task")
-        })
+        b.iter_custom(|iters| in_one_task(&tokio_rt, pipelined(iters, raw_ask.clone())))
     });
     g.bench_function("router/pipelined_1024", |b| {
-        b.iter_custom(|iters| {
-            let router = router.clone();
-            tokio_rt
-                .block_on(tokio_rt.spawn(async move {
-                    let v = small();
-                    let t0 = Instant::now();
-                    let mut inflight = futures_util::stream::FuturesUnordered::new();
-                    let mut sent = 0;
-                    while sent < iters.min(WINDOW) {
-                        inflight.push(router.ask("echo/x", v.clone()));
-                        sent += 1;
-                    }
-                    while let Some(r) = futures_util::StreamExt::next(&mut inflight).await {
-                        black_box(r.expect("ok"));
-                        if sent < iters {
-                            inflight.push(router.ask("echo/x", v.clone()));
-                            sent += 1;
-                        }
-                    }
-                    t0.elapsed()
-                }))
-                .expect("task")
-        })
+        b.iter_custom(|iters| in_one_task(&tokio_rt, pipelined(iters, router_ask.clone())))
     });
     g.finish();
     tokio_rt.block_on(runtime.shutdown());
