@@ -3,7 +3,10 @@
 //! the full side-by-side with the actor crates). No harness: each figure is one long loop inside
 //! one spawned task, timed with `Instant` around the loop.
 //!
-//! `cargo run --release -p daemonhost-runtime --example ask_loop [N] [ROUNDS]`
+//! `cargo run --release -p daemonhost-runtime --example ask_loop [N] [ROUNDS] [seq]`
+//!
+//! With `seq` it runs only the sequential daemonhost loop, with `raw` only the raw tokio one
+//! (for a profiler).
 
 use daemonhost_runtime::{
     BoxError, Context, Daemon, DaemonError, DaemonSpec, Request, RuntimeBuilder, RuntimeConfig,
@@ -38,6 +41,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let only = args.next();
+    let only_seq = only.as_deref() == Some("seq");
+    let only_raw = only.as_deref() == Some("raw");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +66,42 @@ fn main() {
         });
         let v = small();
         for round in 0..rounds {
+            if only_raw {
+                let (tx2, v2) = (tx.clone(), v.clone());
+                let raw = tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    for _ in 0..n {
+                        let (otx, orx) = oneshot::channel();
+                        tx2.send((v2.clone(), otx)).await.expect("send");
+                        black_box(orx.await.expect("reply"));
+                    }
+                    t0.elapsed()
+                })
+                .await
+                .expect("raw");
+                println!(
+                    "round {round}: seq raw {:.0} k/s",
+                    n as f64 / raw.as_secs_f64() / 1000.0
+                );
+                continue;
+            }
+            if only_seq {
+                let (r2, v2) = (router.clone(), v.clone());
+                let dh = tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    for _ in 0..n {
+                        black_box(r2.ask("echo/x", v2.clone()).await.expect("ask"));
+                    }
+                    t0.elapsed()
+                })
+                .await
+                .expect("dh");
+                println!(
+                    "round {round}: seq daemonhost {:.0} k/s",
+                    n as f64 / dh.as_secs_f64() / 1000.0
+                );
+                continue;
+            }
             let (tx2, v2) = (tx.clone(), v.clone());
             let raw = tokio::spawn(async move {
                 let t0 = Instant::now();

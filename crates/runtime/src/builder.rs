@@ -106,12 +106,15 @@ impl RuntimeBuilder {
         for e in self.entries {
             let lifecycle = Lifecycle::new(e.spec.name.clone());
             let metrics = Arc::new(DaemonMetrics::default());
-            let mailbox = Arc::new(Mailbox::new(
-                e.spec.name.clone(),
-                e.spec.startup_queue,
-                e.spec.mailbox,
-                e.spec.overflow,
-            ));
+            let mailbox = Arc::new(
+                Mailbox::new(
+                    e.spec.name.clone(),
+                    e.spec.startup_queue,
+                    e.spec.mailbox,
+                    e.spec.overflow,
+                )
+                .with_concurrency(e.spec.concurrency),
+            );
             slots.push(Slot {
                 name: e.spec.name.clone().into(),
                 status: lifecycle.subscribe(),

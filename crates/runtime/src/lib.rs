@@ -26,10 +26,12 @@
 //! | `spec.rs` | `DaemonSpec`, `CommandSpec`, `RestartPolicy`, `OverflowPolicy` |
 //! | `lifecycle.rs` | the state machine, its transition table, the `Status` watch |
 //! | `metrics.rs` | `DaemonMetrics`, `PollTimed`, reports, per-request work placement |
-//! | `mailbox.rs` | a daemon's address: one bounded FIFO (startup queue, then mailbox) |
+//! | `reply.rs` | one request's answer cell: exactly one answer from the daemon, the sweeper or a dropped reply |
+//! | `mailbox.rs` | a daemon's address: one bounded FIFO (startup queue, then mailbox) and its in-flight answer cells |
 //! | `plan.rs` | plan validation (every problem at once, cycles as paths) |
 //! | `bus.rs`, `bus/` | the event bus |
 //! | `pool.rs`, `timers.rs`, `limits.rs`, `cache.rs`, `lag.rs`, `supervisor.rs` | CPU pool, named timers, rate limits, bounded caches, lag probe, worker processes |
+//! | `sweep.rs` | the deadline sweeper: `timeout` at every deadline, queued or in flight, with no timer per request |
 //! | `router.rs` | routing table (unknown names under a closed prefix refused), `ask` (declared params checked before enqueueing), per-daemon slots and their reports |
 //! | `fault.rs` | a daemon's crash signal: how dead background work fails the daemon |
 //! | `task_set.rs` | `TaskSet`: tracked, timed, guarded short tasks of a daemon |
@@ -60,11 +62,13 @@ mod mailbox;
 mod metrics;
 mod plan;
 pub mod pool;
+mod reply;
 mod router;
 mod runtime;
 mod shared;
 mod spec;
 pub mod supervisor;
+mod sweep;
 mod task;
 mod task_set;
 pub mod timers;

@@ -12,12 +12,14 @@
 //! queued so the caller can answer it with the cause.
 
 use crate::error::DaemonError;
-use crate::spec::OverflowPolicy;
+use crate::reply::{Cell, Reply};
+use crate::spec::{DEFAULT_CONCURRENCY, OverflowPolicy};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Notify, oneshot};
+use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 /// A request as a daemon sees it.
@@ -31,22 +33,32 @@ pub struct Request {
     pub deadline: Instant,
 }
 
-/// Where the answer goes.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Value, DaemonError>>;
-
 /// A queued request and its reply slot.
 #[derive(Debug)]
 pub(crate) struct Envelope {
     pub(crate) request: Request,
-    pub(crate) reply: ReplyTx,
+    pub(crate) reply: Reply,
     pub(crate) enqueued: Instant,
 }
 
 impl Envelope {
     /// Answer with an error (the caller may be gone; that is fine).
     pub(crate) fn fail(self, err: DaemonError) {
-        let _ = self.reply.send(Err(err));
+        self.reply.send(Err(err));
     }
+}
+
+/// What [`Mailbox::sweep`] found past its deadline, for the sweeper to answer outside the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// Requests still queued at their deadline (taken out of the queue).
+    pub(crate) queued: Vec<Envelope>,
+    /// Requests the daemon took and has not answered by their deadline.
+    pub(crate) in_flight: Vec<Arc<Cell>>,
+    /// The earliest deadline among what is still unanswered.
+    pub(crate) next: Option<Instant>,
+    /// Requests that were queued when the sweep began (those it took out included).
+    pub(crate) depth: usize,
 }
 
 /// Answer every envelope with `err` (`shutting_down` when none is given).
@@ -72,7 +84,16 @@ enum Gate {
 #[derive(Debug)]
 struct Inner {
     queue: VecDeque<Envelope>,
+    /// The answer cells of requests the daemon took from the queue: what the sweeper answers
+    /// `timeout` if the daemon's task does not (e.g. it is stuck in a poll). Answered cells are
+    /// dropped from it when it reaches `collect_at` (at most `concurrency` are unanswered, so
+    /// that frees at least half of it, one pass per `concurrency` requests) and by every sweep;
+    /// it never holds more than `collect_at` cells.
+    in_flight: Vec<Arc<Cell>>,
     gate: Gate,
+    /// The receiver (the daemon's task) waiting for a request; taken and woken by the next
+    /// push. One receiver at a time, so one waker instead of a waiter list.
+    receiver: Option<Waker>,
 }
 
 /// Counters kept by a mailbox.
@@ -92,10 +113,11 @@ pub(crate) struct MailboxCounters {
 pub(crate) struct Mailbox {
     daemon: String,
     inner: Mutex<Inner>,
-    notify: Notify,
     startup_cap: usize,
     ready_cap: usize,
     overflow: OverflowPolicy,
+    /// When `in_flight` is pruned of answered cells: twice the daemon's concurrency.
+    collect_at: usize,
     pub(crate) counters: MailboxCounters,
 }
 
@@ -110,19 +132,28 @@ impl Mailbox {
             daemon: daemon.into(),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
+                in_flight: Vec::new(),
                 gate: Gate::Open { ready: false },
+                receiver: None,
             }),
-            notify: Notify::new(),
             startup_cap,
             ready_cap,
             overflow,
+            collect_at: 2 * DEFAULT_CONCURRENCY,
             counters: MailboxCounters::default(),
         }
+    }
+
+    /// The daemon serves at most `n` requests at once (sizes the in-flight list).
+    pub(crate) fn with_concurrency(mut self, n: usize) -> Self {
+        self.collect_at = 2 * n.max(1);
+        self
     }
 
     /// Queue an envelope. On refusal the envelope has already been answered.
     pub(crate) fn push(&self, env: Envelope) -> bool {
         let mut evicted = None;
+        let receiver;
         {
             let mut inner = self.inner.lock();
             let ready = match &inner.gate {
@@ -157,13 +188,18 @@ impl Mailbox {
                     .fetch_add(1, Ordering::Relaxed);
             }
             let depth = inner.queue.len() as u64;
-            self.counters.peak_depth.fetch_max(depth, Ordering::Relaxed);
+            if depth > self.counters.peak_depth.load(Ordering::Relaxed) {
+                self.counters.peak_depth.fetch_max(depth, Ordering::Relaxed);
+            }
+            receiver = inner.receiver.take();
             if let Some(old) = evicted {
                 drop(inner);
                 old.fail(self.overloaded(ready, cap, "dropped as the oldest"));
             }
         }
-        self.notify.notify_one();
+        if let Some(w) = receiver {
+            w.wake();
+        }
         true
     }
 
@@ -176,28 +212,37 @@ impl Mailbox {
     }
 
     /// Take the next envelope, waiting for one. `None` once closed (or draining) and empty.
+    #[cfg(test)]
     pub(crate) async fn recv(&self) -> Option<Envelope> {
-        loop {
-            // Register interest before checking, so a push between the check and the await
-            // is not missed.
-            let notified = self.notify.notified();
-            {
-                let mut inner = self.inner.lock();
-                if let Some(env) = inner.queue.pop_front() {
-                    return Some(env);
-                }
-                match &inner.gate {
-                    Gate::Open { .. } => {}
-                    Gate::Draining(e) => {
-                        let e = e.clone();
-                        inner.gate = Gate::Closed(e);
-                        return None;
-                    }
-                    Gate::Closed(_) => return None,
-                }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Take the next envelope, or register `cx` to be woken by the next push (or by the gate
+    /// closing). `Ready(None)` once closed (or draining) and empty. The taken request's answer
+    /// cell joins the in-flight list, where the sweeper finds it.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Envelope>> {
+        let mut inner = self.inner.lock();
+        if let Some(env) = inner.queue.pop_front() {
+            if inner.in_flight.len() >= self.collect_at {
+                inner.in_flight.retain(|c| !c.is_done());
             }
-            notified.await;
+            inner.in_flight.push(env.reply.cell().clone());
+            return Poll::Ready(Some(env));
         }
+        match &inner.gate {
+            Gate::Open { .. } => {}
+            Gate::Draining(e) => {
+                let e = e.clone();
+                inner.gate = Gate::Closed(e);
+                return Poll::Ready(None);
+            }
+            Gate::Closed(_) => return Poll::Ready(None),
+        }
+        match &inner.receiver {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.receiver = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Take the next envelope without waiting.
@@ -220,9 +265,12 @@ impl Mailbox {
         if matches!(inner.gate, Gate::Open { .. }) {
             inner.gate = Gate::Draining(err);
         }
+        let receiver = inner.receiver.take();
         drop(inner);
         // Wake a waiting receiver so it sees the gate.
-        self.notify.notify_one();
+        if let Some(w) = receiver {
+            w.wake();
+        }
     }
 
     /// Refuse everything with `err` and return what was queued, for the caller to answer.
@@ -230,9 +278,65 @@ impl Mailbox {
         let mut inner = self.inner.lock();
         inner.gate = Gate::Closed(err);
         let drained: Vec<Envelope> = inner.queue.drain(..).collect();
+        inner.in_flight.retain(|c| !c.is_done());
+        if inner.in_flight.is_empty() {
+            inner.in_flight = Vec::new();
+        }
+        let receiver = inner.receiver.take();
         drop(inner);
-        self.notify.notify_one();
+        if let Some(w) = receiver {
+            w.wake();
+        }
         drained
+    }
+
+    /// Take out what is past its deadline at `now` (queued or in flight and unanswered), drop
+    /// answered cells, and find the earliest deadline left. The sweeper answers what it returns.
+    pub(crate) fn sweep(&self, now: Instant) -> Swept {
+        let mut out = Swept::default();
+        let mut inner = self.inner.lock();
+        let mut next: Option<Instant> = None;
+        out.depth = inner.queue.len();
+        if inner.queue.iter().any(|e| e.request.deadline <= now) {
+            let mut kept = VecDeque::with_capacity(inner.queue.len());
+            for env in inner.queue.drain(..) {
+                if env.request.deadline <= now {
+                    out.queued.push(env);
+                } else {
+                    kept.push_back(env);
+                }
+            }
+            inner.queue = kept;
+        }
+        for env in &inner.queue {
+            let d = env.request.deadline;
+            next = Some(next.map_or(d, |n| n.min(d)));
+        }
+        inner.in_flight.retain(|c| {
+            if c.is_done() {
+                false
+            } else if c.deadline <= now {
+                out.in_flight.push(c.clone());
+                false
+            } else {
+                next = Some(next.map_or(c.deadline, |n| n.min(c.deadline)));
+                true
+            }
+        });
+        if inner.in_flight.is_empty() && inner.in_flight.capacity() > 0 {
+            inner.in_flight = Vec::new();
+        }
+        out.next = next;
+        drop(inner);
+        self.counters
+            .expired
+            .fetch_add(out.queued.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// The daemon's name.
+    pub(crate) fn daemon(&self) -> &str {
+        &self.daemon
     }
 
     /// Requests waiting now.
@@ -253,23 +357,40 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reply::Outcome;
     use daemonhost_protocol::ErrorCode;
     use std::time::Duration;
 
-    fn env(n: u64) -> (Envelope, oneshot::Receiver<Result<Value, DaemonError>>) {
-        let (tx, rx) = oneshot::channel();
+    /// The caller's side in these tests: the answer, `Err(())` if the daemon dropped it.
+    struct Rx(crate::reply::Answered);
+
+    impl Rx {
+        async fn get(self) -> Result<Result<Value, DaemonError>, ()> {
+            match self.0.await {
+                Outcome::Answer(a) => Ok(a),
+                Outcome::Dropped => Err(()),
+            }
+        }
+    }
+
+    fn env_at(n: u64, deadline: Instant) -> (Envelope, Rx) {
+        let (reply, answered) = Cell::pair(deadline, Duration::from_secs(10));
         (
             Envelope {
                 request: Request {
                     command: "t".into(),
                     params: Value::from(n),
-                    deadline: Instant::now() + Duration::from_secs(10),
+                    deadline,
                 },
-                reply: tx,
+                reply,
                 enqueued: Instant::now(),
             },
-            rx,
+            Rx(answered),
         )
+    }
+
+    fn env(n: u64) -> (Envelope, Rx) {
+        env_at(n, Instant::now() + Duration::from_secs(10))
     }
 
     #[tokio::test]
@@ -281,7 +402,7 @@ mod tests {
         assert!(mb.push(a));
         assert!(mb.push(b));
         assert!(!mb.push(c));
-        let err = rc.await.expect("answered").expect_err("overloaded");
+        let err = rc.get().await.expect("answered").expect_err("overloaded");
         assert_eq!(err.code, ErrorCode::Overloaded);
         assert!(
             err.message.contains("startup queue full"),
@@ -301,7 +422,7 @@ mod tests {
         mb.push(a);
         mb.push(b);
         assert!(mb.push(c));
-        let err = ra.await.expect("answered").expect_err("evicted");
+        let err = ra.get().await.expect("answered").expect_err("evicted");
         assert_eq!(err.code, ErrorCode::Overloaded);
         let order: Vec<_> = std::iter::from_fn(|| mb.try_recv())
             .map(|e| e.request.params.clone())
@@ -333,7 +454,7 @@ mod tests {
         let (e, r) = env(4);
         assert!(!mb.push(e));
         assert_eq!(
-            r.await.expect("answered").expect_err("closed").code,
+            r.get().await.expect("answered").expect_err("closed").code,
             ErrorCode::Unavailable
         );
         assert!(mb.recv().await.is_none());
@@ -348,11 +469,56 @@ mod tests {
         let (late, rl) = env(2);
         assert!(!mb.push(late));
         assert_eq!(
-            rl.await.expect("answered").expect_err("draining").code,
+            rl.get()
+                .await
+                .expect("answered")
+                .expect_err("draining")
+                .code,
             ErrorCode::ShuttingDown
         );
         assert!(mb.recv().await.is_some());
         assert!(mb.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn mailbox_sweep_takes_out_what_is_past_its_deadline_and_finds_the_next() {
+        let mb = Mailbox::new("d", 8, 8, OverflowPolicy::RejectNewest).with_concurrency(1);
+        let t0 = Instant::now();
+        let (late, _rl) = env_at(1, t0 + Duration::from_millis(5));
+        let (taken, _rt) = env_at(2, t0 + Duration::from_millis(7));
+        let (answered, _ra) = env_at(3, t0 + Duration::from_millis(1));
+        let (later, _rr) = env_at(4, t0 + Duration::from_millis(20));
+        mb.push(taken);
+        mb.push(answered);
+        mb.push(late);
+        mb.push(later);
+        let taken = mb.recv().await.expect("taken");
+        mb.recv()
+            .await
+            .expect("answered")
+            .reply
+            .send(Ok(Value::Null));
+        let s = mb.sweep(t0 + Duration::from_millis(10));
+        assert_eq!(s.queued.len(), 1, "the queued request past its deadline");
+        assert_eq!(s.queued[0].request.params, Value::from(1));
+        assert_eq!(s.in_flight.len(), 1, "the taken, unanswered request");
+        assert!(Arc::ptr_eq(&s.in_flight[0], taken.reply.cell()));
+        assert_eq!(s.next, Some(t0 + Duration::from_millis(20)));
+        assert_eq!(s.depth, 2);
+        assert_eq!(mb.counters.expired.load(Ordering::Relaxed), 1);
+        let again = mb.sweep(t0 + Duration::from_millis(10));
+        assert!(again.queued.is_empty() && again.in_flight.is_empty());
+    }
+
+    #[tokio::test]
+    async fn mailbox_in_flight_list_stays_bounded_by_twice_the_concurrency() {
+        let mb = Mailbox::new("d", 8, 8, OverflowPolicy::RejectNewest).with_concurrency(2);
+        for n in 0..100 {
+            let (e, _r) = env(n);
+            mb.push(e);
+            mb.recv().await.expect("one").reply.send(Ok(Value::Null));
+            assert!(mb.inner.lock().in_flight.len() <= 4);
+        }
     }
 
     #[tokio::test]

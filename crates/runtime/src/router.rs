@@ -31,18 +31,23 @@
 //! `rejected_params` in its report; they are not `handled` or `failed`, since the daemon never
 //! saw them.
 //!
-//! "Correlation" is the caller's oneshot plus a deadline: [`Router::ask`] returns exactly once,
-//! with the daemon's answer, `timeout` when the deadline passes, `overloaded` when the queue is
-//! full, `unavailable` naming the cause when the daemon failed, or `shutting_down`. There is no
-//! shared pending-request table to leak: a caller that goes away drops its receiver and the daemon
-//! skips the request at dequeue.
+//! "Correlation" is one answer cell per request plus a deadline: [`Router::ask`] returns exactly
+//! once, with the daemon's answer, `timeout` when the deadline passes, `overloaded` when the
+//! queue is full, `unavailable` naming the cause when the daemon failed, or `shutting_down`. The
+//! deadline costs no timer entry: the router's one sweeper (`sweep.rs`) answers `timeout` at
+//! it, whether the request is still queued or the daemon is running it (even stuck in a poll).
+//! Nothing leaks: a caller that goes away marks its cell, and the daemon skips the request at
+//! dequeue; answered cells leave the daemon's in-flight list (bounded by twice its
+//! concurrency).
 
 use crate::cause::Cause;
 use crate::error::DaemonError;
 use crate::lifecycle::{LifecycleState, Status};
 use crate::mailbox::{Envelope, Mailbox, Request};
 use crate::metrics::{DaemonMetrics, DaemonReport, InitReport, us_to_ms, work_counts};
+use crate::reply::{Cell, Outcome};
 use crate::spec::{CommandSpec, DaemonSpec};
+use crate::sweep::Sweep;
 #[cfg(doc)]
 use daemonhost_protocol::params::ParamError;
 use daemonhost_protocol::params::{ParamType, check_declared_iter};
@@ -52,7 +57,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// One registered daemon as the router sees it.
@@ -99,11 +104,19 @@ struct Inner {
     slots: Vec<Slot>,
     exact: HashMap<Box<str>, Route>,
     prefixes: HashMap<Box<str>, PrefixRoute>,
+    /// Answers `timeout` at every request's deadline (no timer entry per request).
+    sweep: Arc<Sweep>,
     /// The longest registered prefix, in bytes: a name's slashes past it are never looked up.
     longest_prefix: usize,
     default_timeout: Duration,
     max_timeout: Duration,
     shutting_down: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.sweep.close();
+    }
 }
 
 /// A command as listed by `list` and `help`.
@@ -144,12 +157,19 @@ impl Router {
                 prefixes.insert(p.clone().into_boxed_str(), PrefixRoute { slot: i, open });
             }
         }
+        let sweep = Arc::new(Sweep::new(
+            slots
+                .iter()
+                .map(|s| (s.mailbox.clone(), s.status.clone()))
+                .collect(),
+        ));
         Router {
             inner: Arc::new(Inner {
                 slots,
                 exact,
                 longest_prefix: prefixes.keys().map(|p| p.len()).max().unwrap_or(0),
                 prefixes,
+                sweep,
                 default_timeout,
                 max_timeout,
                 shutting_down: AtomicBool::new(false),
@@ -242,19 +262,23 @@ impl Router {
             .min(inner.max_timeout);
         let now = Instant::now();
         let deadline = now + timeout;
-        let (tx, rx) = oneshot::channel();
-        slot.mailbox.push(Envelope {
+        let (reply, answered) = Cell::pair(deadline, timeout);
+        let queued = slot.mailbox.push(Envelope {
             request: Request {
                 command,
                 params,
                 deadline,
             },
-            reply: tx,
+            reply,
             enqueued: now,
         });
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_dropped)) => {
+        if queued {
+            inner.sweep.note(deadline);
+        }
+        match answered.await {
+            // Includes the sweeper's `timeout` at the deadline.
+            Outcome::Answer(answer) => answer,
+            Outcome::Dropped => {
                 let (st, cause) = {
                     let s = slot.status.borrow();
                     (s.state, s.cause.clone())
@@ -279,16 +303,12 @@ impl Router {
                     )))
                 }
             }
-            Err(_elapsed) => {
-                let st = slot.status.borrow().state;
-                Err(DaemonError::timeout(format!(
-                    "no answer from daemon '{}' within {} ms (state: {st}, {} queued)",
-                    slot.name,
-                    timeout.as_millis(),
-                    slot.mailbox.depth()
-                )))
-            }
         }
+    }
+
+    /// Sweeps the deadline sweeper has run (see `sweep.rs`).
+    pub fn deadline_sweeps(&self) -> u64 {
+        self.inner.sweep.sweeps()
     }
 
     /// Check `params` against what `command` declares, as [`Router::ask_owned`] does before
@@ -621,7 +641,7 @@ mod tests {
                 return ask.await.expect("join");
             }
             if let Some(env) = r.slots().iter().find_map(|s| s.mailbox.try_recv()) {
-                let _ = env.reply.send(Ok(Value::from("served")));
+                env.reply.send(Ok(Value::from("served")));
                 return ask.await.expect("join");
             }
             tokio::task::yield_now().await;

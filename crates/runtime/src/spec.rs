@@ -4,6 +4,9 @@
 use serde::Serialize;
 use std::time::Duration;
 
+/// Requests and events a daemon serves at once unless its spec says otherwise.
+pub(crate) const DEFAULT_CONCURRENCY: usize = 64;
+
 /// What happens when a full queue receives one more request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -201,7 +204,7 @@ impl DaemonSpec {
             startup_queue: DEFAULT_STARTUP_QUEUE,
             mailbox: DEFAULT_MAILBOX,
             overflow: OverflowPolicy::RejectNewest,
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             event_queue: 256,
             start_timeout: Duration::from_secs(10),
             drain_budget: Duration::from_secs(5),

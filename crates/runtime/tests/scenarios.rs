@@ -165,6 +165,12 @@ impl Daemon for Td {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(json!({"slept": ms}))
             }
+            "block" => {
+                // Deliberately blocking the worker: the caller must still get its `timeout`.
+                let ms = req.params.get("ms").and_then(Value::as_u64).unwrap_or(10);
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(json!({"blocked": ms}))
+            }
             "seen" => Ok(Value::from(state.seen.lock().len())),
             "max_running" => Ok(Value::from(state.max_running.load(Ordering::SeqCst))),
             "events" => Ok(json!(state.events.lock().clone())),
@@ -447,6 +453,46 @@ async fn deadline_expires_with_timeout_while_handler_runs() {
     assert_eq!(err.code, ErrorCode::Timeout);
     // The handler's future was dropped at the deadline: nothing is left in flight.
     eventually("nothing in flight", async || rt.reports()[0].in_flight == 0).await;
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_answers_the_caller_even_while_the_daemon_task_is_stuck_in_a_poll() {
+    let rt = build(vec![Td {
+        spec: td("s"),
+        b: Behavior::default(),
+    }]);
+    within("start", rt.start_all()).await;
+    let router = rt.router();
+    let t0 = std::time::Instant::now();
+    let blocked = tokio::spawn({
+        let router = router.clone();
+        async move {
+            router
+                .ask_timeout("s/block", json!({"ms": 1_500}), Duration::from_millis(300))
+                .await
+        }
+    });
+    // Wait until the daemon is inside the blocking handler, then ask behind it.
+    eventually("handler running", async || rt.reports()[0].in_flight == 1).await;
+    let queued = router
+        .ask_timeout("s/echo", json!(1), Duration::from_millis(100))
+        .await
+        .expect_err("timeout");
+    assert_eq!(queued.code, ErrorCode::Timeout, "{}", queued.message);
+    assert!(queued.message.contains("1 queued"), "{}", queued.message);
+    let in_flight = blocked.await.expect("join").expect_err("timeout");
+    assert_eq!(in_flight.code, ErrorCode::Timeout, "{}", in_flight.message);
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_millis(1_200),
+        "both answered at their deadlines, not when the daemon woke: {waited:?}"
+    );
+    // The daemon comes back and serves on.
+    assert_eq!(
+        router.ask("s/echo", json!(2)).await.expect("served"),
+        json!(2)
+    );
     rt.shutdown().await;
 }
 

@@ -1,12 +1,14 @@
 //! Phase 4: the stop gate, then draining within the budget.
 
+use super::inflight::InFlight;
 use super::{Task, Work};
 use crate::bus::Subscription;
 use crate::cause::Cause;
 use crate::error::DaemonError;
 use crate::lifecycle::LifecycleState;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 /// Opens when the runtime stops **and** every daemon that requires or wants this one has
 /// stopped (so dependents can still call it while they drain, and the stop order is the
@@ -39,7 +41,7 @@ pub(super) async fn stop_gate(t: &Task<'_>) -> Result<(), Cause> {
 pub(super) async fn drain<F, W>(
     t: &Task<'_>,
     subs: Vec<Subscription>,
-    inflight: &mut FuturesUnordered<F>,
+    mut inflight: Pin<&mut InFlight<F>>,
     work: &W,
 ) where
     F: Future<Output = ()>,
@@ -54,19 +56,27 @@ pub(super) async fn drain<F, W>(
     )));
     let limit = t.spec().concurrency;
     let budget = t.spec().drain_budget;
-    let drained = async {
-        let mut open = true;
+    let mut open = true;
+    let drained = std::future::poll_fn(|cx| {
         loop {
-            tokio::select! {
-                Some(()) = inflight.next(), if !inflight.is_empty() => {}
-                env = mailbox.recv(), if open && inflight.len() < limit => match env {
-                    Some(env) => inflight.push(work(Work::Request(env))),
-                    None => open = false,
-                },
-                else => break,
+            inflight.as_mut().drive(cx);
+            if open && inflight.len() < limit {
+                match mailbox.poll_recv(cx) {
+                    Poll::Ready(Some(env)) => {
+                        inflight.as_mut().admit(work(Work::Request(env)), cx);
+                        continue;
+                    }
+                    Poll::Ready(None) => open = false,
+                    Poll::Pending => {}
+                }
             }
+            return if !open && inflight.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
         }
-    };
+    });
     if tokio::time::timeout(budget, drained).await.is_err() {
         tracing::warn!(daemon = %t.name(), budget_ms = budget.as_millis() as u64, "Drain budget exceeded; answering the rest with shutting_down");
     }

@@ -5,8 +5,9 @@
 //!    settled), or fail with the dependency's cause.
 //! 2. [`start`]: subscribe to the declared events, run `start` with timeout, retries and
 //!    backoff, then READY (the startup queue becomes the mailbox).
-//! 3. [`serve`]: the serve loop (requests and events, up to `concurrency` at once) with deferred
-//!    init alongside, until the stop gate opens or background work dies.
+//! 3. [`serve`]: the serve loop (requests and events, up to `concurrency` at once, in
+//!    [`inflight`]: an inline slot, then a `FuturesUnordered`) with deferred init alongside,
+//!    until the stop gate opens or background work dies.
 //! 4. [`drain`]: the stop gate (the runtime stops and every dependent has stopped), then
 //!    finish queued and in-flight work within the drain budget.
 //! 5. [`finish`]: answer what is left, cancel the daemon's work, run `stop`, final transition.
@@ -17,6 +18,7 @@
 mod deps;
 mod drain;
 mod finish;
+mod inflight;
 mod serve;
 mod start;
 
@@ -31,7 +33,6 @@ use crate::router::Slot;
 use crate::shared::Shared;
 use crate::spec::DaemonSpec;
 use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
@@ -173,11 +174,11 @@ async fn run<D: Daemon>(daemon: D, l: Launch) {
             Work::Request(env) => Either::Left(serve::serve(&s, env)),
             Work::Event(d) => Either::Right(serve::deliver(&s, d)),
         };
-        let mut inflight = FuturesUnordered::new();
+        let mut inflight = std::pin::pin!(inflight::InFlight::new());
         let mut subs = subs;
-        match serve::serve_until_stop(&t, &s, &mut subs, &mut inflight, &work).await {
+        match serve::serve_until_stop(&t, &s, &mut subs, inflight.as_mut(), &work).await {
             serve::Served::Stop => {
-                drain::drain(&t, subs, &mut inflight, &work).await;
+                drain::drain(&t, subs, inflight.as_mut(), &work).await;
                 Ended::Drained
             }
             serve::Served::Crashed(cause) => {

@@ -1,6 +1,7 @@
 //! Phase 3: serve requests and events, with deferred init alongside.
 
 use super::drain::stop_gate;
+use super::inflight::InFlight;
 use super::{Task, Work, micros_since};
 use crate::bus::{Delivery, Subscription};
 use crate::cause::{Cause, Phase};
@@ -10,12 +11,14 @@ use crate::error::{DaemonError, panic_message};
 use crate::lifecycle::DeferredState;
 use crate::mailbox::Envelope;
 use crate::metrics::{DaemonMetrics, RequestPlace, RequestScope, WorkPlace};
+use crate::reply::UntilAnswered;
 use crate::router::{Slot, init_report};
 use futures_util::FutureExt;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use tokio::time::Instant;
 
 /// Everything `serve` needs that does not change per request.
@@ -34,16 +37,21 @@ pub(super) enum Served {
     Crashed(Cause),
 }
 
+/// Most work a serve loop admits in one poll before it yields to the other tasks of its worker.
+pub(super) const ADMIT_PER_POLL: usize = 256;
+
 /// Serves until the stop gate opens. Guarantees: at most `spec.concurrency` requests and
 /// events are in flight at once (all on this task, so handlers borrow the state); requests are
 /// taken from the mailbox in FIFO order; deferred init runs alongside, once; a background task
 /// of the daemon that dies ends the loop at once with its cause. `work` turns an admitted
-/// request or event into its future (the driver passes [`serve`] / [`deliver`]).
+/// request or event into its future (the driver passes [`serve`] / [`deliver`]). Admitted work
+/// is polled at once (see [`InFlight`]); after [`ADMIT_PER_POLL`] admissions in one poll the
+/// task yields, so a flooded daemon does not starve its worker.
 pub(super) async fn serve_until_stop<D, F, W>(
     t: &Task<'_>,
     s: &Serving<'_, D>,
     subs: &mut [Subscription],
-    inflight: &mut FuturesUnordered<F>,
+    mut inflight: Pin<&mut InFlight<F>>,
     work: &W,
 ) -> Served
 where
@@ -58,25 +66,55 @@ where
     let mut mailbox_open = true;
     let mut events_open = true;
     let limit = t.spec().concurrency;
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut gate => return match r {
+    let mailbox = &s.slot.mailbox;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = gate.as_mut().poll(cx) {
+            return Poll::Ready(match r {
                 Ok(()) => Served::Stop,
                 Err(cause) => Served::Crashed(cause),
-            },
-            Some(()) = inflight.next(), if !inflight.is_empty() => {}
-            () = &mut deferred, if !deferred_done => deferred_done = true,
-            env = s.slot.mailbox.recv(), if mailbox_open && inflight.len() < limit => match env {
-                Some(env) => inflight.push(work(Work::Request(env))),
-                None => mailbox_open = false,
-            },
-            d = next_delivery(subs), if events_open && inflight.len() < limit => match d {
-                Some(d) => inflight.push(work(Work::Event(d))),
-                None => events_open = false,
-            },
+            });
         }
-    }
+        if !deferred_done && deferred.as_mut().poll(cx).is_ready() {
+            deferred_done = true;
+        }
+        let mut admitted = 0;
+        loop {
+            inflight.as_mut().drive(cx);
+            let mut more = false;
+            if mailbox_open && inflight.len() < limit {
+                match mailbox.poll_recv(cx) {
+                    Poll::Ready(Some(env)) => {
+                        inflight.as_mut().admit(work(Work::Request(env)), cx);
+                        more = true;
+                    }
+                    Poll::Ready(None) => mailbox_open = false,
+                    Poll::Pending => {}
+                }
+            }
+            if events_open && !subs.is_empty() && inflight.len() < limit {
+                let next = next_delivery(subs);
+                tokio::pin!(next);
+                match next.poll(cx) {
+                    Poll::Ready(Some(d)) => {
+                        inflight.as_mut().admit(work(Work::Event(d)), cx);
+                        more = true;
+                    }
+                    Poll::Ready(None) => events_open = false,
+                    Poll::Pending => {}
+                }
+            }
+            if !more {
+                return Poll::Pending;
+            }
+            admitted += 1;
+            if admitted >= ADMIT_PER_POLL {
+                inflight.as_mut().drive(cx);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
 
 /// Runs `start_deferred` once, after READY. Guarantees: the deferred sub-state goes
@@ -124,9 +162,9 @@ async fn deferred_init<D: Daemon>(t: &Task<'_>, s: &Serving<'_, D>) {
     );
 }
 
-struct InFlight<'a>(&'a DaemonMetrics);
+struct InFlightGuard<'a>(&'a DaemonMetrics);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -134,20 +172,21 @@ impl Drop for InFlight<'_> {
 
 /// Serves one request. Guarantees: exactly one answer (a caller already gone is skipped, a
 /// deadline already passed is answered `timeout`, both counted `expired`); the handler's future
-/// is dropped at the deadline; a panic is answered `internal` and counted; the request is
-/// counted once in the work counts, where the handler said it was served (`Inline` if it said
-/// nothing), before the answer is sent. No allocation or lock beyond the handler's own.
+/// is dropped at the deadline (when the sweeper answers `timeout`: no timer here); a panic is
+/// answered `internal` and counted; the request is counted once in the work counts, where the
+/// handler said it was served (`Inline` if it said nothing), before the answer is sent. No
+/// allocation beyond the handler's own; one uncontended lock, the answer cell's.
 pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     let Envelope { request, reply, .. } = env;
     let counters = &s.slot.mailbox.counters;
-    if reply.is_closed() {
+    if reply.is_closed() || reply.is_answered() {
         counters.expired.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let deadline = request.deadline;
     if Instant::now() >= deadline {
         counters.expired.fetch_add(1, Ordering::Relaxed);
-        let _ = reply.send(Err(DaemonError::timeout(format!(
+        reply.send(Err(DaemonError::timeout(format!(
             "deadline passed while queued for daemon '{}'",
             s.slot.name
         ))));
@@ -155,16 +194,16 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     }
     let m = &s.slot.metrics;
     m.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(m);
+    let _guard = InFlightGuard(m);
     let place = RequestPlace::default();
     let handled = AssertUnwindSafe(RequestScope::new(
         s.daemon.handle(s.ctx, s.state, request),
         &place,
     ))
     .catch_unwind();
-    let out = match tokio::time::timeout_at(deadline, handled).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(panic)) => {
+    let out = match UntilAnswered::new(handled, reply.cell()).await {
+        Some(Ok(answer)) => answer,
+        Some(Err(panic)) => {
             m.panics.fetch_add(1, Ordering::Relaxed);
             let msg = panic_message(&*panic);
             tracing::error!(daemon = %s.slot.name, panic = %msg, "Daemon panicked while handling a request");
@@ -173,7 +212,8 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
                 s.slot.name
             )))
         }
-        Err(_) => Err(DaemonError::timeout(format!(
+        // The sweeper answered `timeout` at the deadline; this answer goes nowhere.
+        None => Err(DaemonError::timeout(format!(
             "daemon '{}' did not answer before the deadline",
             s.slot.name
         ))),
@@ -183,7 +223,7 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     if out.is_err() {
         m.failed.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = reply.send(out);
+    reply.send(out);
 }
 
 /// Delivers one event to `on_event`. Guarantees: counted in `events`; a panic is caught,
