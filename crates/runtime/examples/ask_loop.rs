@@ -44,11 +44,19 @@ fn main() {
     let only = args.next();
     let only_seq = only.as_deref() == Some("seq");
     let only_raw = only.as_deref() == Some("raw");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    // ASK_LOOP_RT=current runs everything on a current-thread runtime (as actix does).
+    let rt = if std::env::var("ASK_LOOP_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio")
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio")
+    };
     rt.block_on(async move {
         let mut b = RuntimeBuilder::new(RuntimeConfig {
             lag_probe: None,

@@ -81,7 +81,7 @@ pub use daemon::Daemon;
 pub use error::{BoxError, DaemonError, PlanError, PlanErrors};
 pub use handle::RuntimeHandle;
 pub use lifecycle::{DeferredState, LifecycleState, Status};
-pub use mailbox::Request;
+pub use mailbox::{CommandName, Request};
 pub use metrics::{DaemonMetrics, DaemonReport, InitReport, PollTimed, WorkCounts, WorkPlace};
 pub use router::{CommandInfo, MAX_ECHOED_NAME_CHARS, MAX_SUGGESTED_NAME_LEN, Router};
 pub use runtime::{FailedDaemon, Runtime, ShutdownReport, StartupReport};

@@ -43,7 +43,7 @@
 use crate::cause::Cause;
 use crate::error::DaemonError;
 use crate::lifecycle::{LifecycleState, Status};
-use crate::mailbox::{Envelope, Mailbox, Request};
+use crate::mailbox::{CommandName, Envelope, Mailbox, Request};
 use crate::metrics::{DaemonMetrics, DaemonReport, InitReport, us_to_ms, work_counts};
 use crate::reply::{Cell, Outcome};
 use crate::spec::{CommandSpec, DaemonSpec};
@@ -51,14 +51,18 @@ use crate::sweep::Sweep;
 #[cfg(doc)]
 use daemonhost_protocol::params::ParamError;
 use daemonhost_protocol::params::{ParamType, check_declared_iter};
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// The longest command name a request carries inline (no allocation).
+const MAX_INLINE_NAME: usize = std::mem::size_of::<String>();
 
 /// One registered daemon as the router sees it.
 #[derive(Debug)]
@@ -221,7 +225,8 @@ impl Router {
 
     /// Send `command` with the command's default deadline.
     pub async fn ask(&self, command: &str, params: Value) -> Result<Value, DaemonError> {
-        self.ask_owned(command.to_owned(), params, None).await
+        self.ask_named(CommandName::new(command), params, None)
+            .await
     }
 
     /// Send `command` with an explicit deadline.
@@ -231,7 +236,7 @@ impl Router {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, DaemonError> {
-        self.ask_owned(command.to_owned(), params, Some(timeout))
+        self.ask_named(CommandName::new(command), params, Some(timeout))
             .await
     }
 
@@ -242,6 +247,23 @@ impl Router {
     pub async fn ask_owned(
         &self,
         command: String,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, DaemonError> {
+        // A short name moves inline (the `String`'s buffer is freed); a long one keeps its
+        // buffer.
+        let command = if command.len() <= MAX_INLINE_NAME {
+            CommandName::new(&command)
+        } else {
+            CommandName::from(command)
+        };
+        self.ask_named(command, params, timeout).await
+    }
+
+    /// [`Router::ask_owned`] for a name already in a request's form.
+    pub async fn ask_named(
+        &self,
+        command: CommandName,
         params: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, DaemonError> {

@@ -85,7 +85,9 @@ impl Daemon for Fake {
 
     async fn handle(&self, _: &Context, _: &(), request: Request) -> Result<Value, DaemonError> {
         let answer = (self.answer)(&request);
-        self.seen.lock().push((request.command, request.params));
+        self.seen
+            .lock()
+            .push((request.command.into_string(), request.params));
         answer
     }
 }

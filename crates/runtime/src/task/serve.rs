@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use tokio::time::Instant;
 
@@ -162,20 +162,32 @@ async fn deferred_init<D: Daemon>(t: &Task<'_>, s: &Serving<'_, D>) {
     );
 }
 
+/// Add `by` to a counter that only this daemon's task writes (`in_flight`, `handled`,
+/// `failed`): a load and a store, no locked read-modify-write. The task is polled by one thread
+/// at a time and tokio's hand-over between polls orders them, so no update is lost; readers on
+/// other threads see a value at most one request old.
+fn bump(c: &AtomicU64, by: i64) {
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add_signed(by),
+        Ordering::Relaxed,
+    );
+}
+
 struct InFlightGuard<'a>(&'a DaemonMetrics);
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        bump(&self.0.in_flight, -1);
     }
 }
 
-/// Serves one request. Guarantees: exactly one answer (a caller already gone is skipped, a
-/// deadline already passed is answered `timeout`, both counted `expired`); the handler's future
-/// is dropped at the deadline (when the sweeper answers `timeout`: no timer here); a panic is
-/// answered `internal` and counted; the request is counted once in the work counts, where the
-/// handler said it was served (`Inline` if it said nothing), before the answer is sent. No
-/// allocation beyond the handler's own; one uncontended lock, the answer cell's.
+/// Serves one request. Guarantees: exactly one answer (a caller already gone, or a request the
+/// sweeper already answered `timeout` at its deadline, is skipped and counted `expired`); the
+/// handler's future is dropped at the deadline (when the sweeper answers `timeout`: no timer
+/// and no clock read here); a panic is answered `internal` and counted; the request is counted
+/// once in the work counts, where the handler said it was served (`Inline` if it said
+/// nothing), before the answer is sent. No allocation beyond the handler's own; one
+/// uncontended lock, the answer cell's.
 pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
     let Envelope { request, reply, .. } = env;
     let counters = &s.slot.mailbox.counters;
@@ -183,17 +195,8 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
         counters.expired.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let deadline = request.deadline;
-    if Instant::now() >= deadline {
-        counters.expired.fetch_add(1, Ordering::Relaxed);
-        reply.send(Err(DaemonError::timeout(format!(
-            "deadline passed while queued for daemon '{}'",
-            s.slot.name
-        ))));
-        return;
-    }
     let m = &s.slot.metrics;
-    m.in_flight.fetch_add(1, Ordering::Relaxed);
+    bump(&m.in_flight, 1);
     let _guard = InFlightGuard(m);
     let place = RequestPlace::default();
     let handled = AssertUnwindSafe(RequestScope::new(
@@ -219,9 +222,9 @@ pub(super) async fn serve<D: Daemon>(s: &Serving<'_, D>, env: Envelope) {
         ))),
     };
     m.count_work(place.get().unwrap_or(WorkPlace::Inline));
-    m.handled.fetch_add(1, Ordering::Relaxed);
+    bump(&m.handled, 1);
     if out.is_err() {
-        m.failed.fetch_add(1, Ordering::Relaxed);
+        bump(&m.failed, 1);
     }
     reply.send(out);
 }
