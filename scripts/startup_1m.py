@@ -5,9 +5,14 @@ Fills a fresh data dir with N chat messages (default 1,000,000) through the host
 `data/batch`, stops the host, starts it again and prints the host's startup timings
 (`system/startup`: socket bound, first command answered, all READY) and the per-daemon init table
 (core / deferred init, longest poll). Verdict against: first command <= 10 ms, all READY <= 100 ms,
-no daemon's longest poll above 5 ms during startup.
+no daemon's longest poll above 5 ms during startup. Startup ends when every daemon's deferred
+init has settled (search loads its index then), so the longest polls are read after that.
 
     python3 scripts/startup_1m.py --binary target/release/daemonhost [--messages 1000000]
+        [--data DIR] [--runs N]
+
+`--data DIR` keeps the filled data dir there and reuses it when it already holds a database (so
+repeated runs skip the fill); `--runs N` restarts the host N times on it and prints each.
 """
 
 import argparse
@@ -63,16 +68,43 @@ def wait_ready(s):
         time.sleep(0.01)
 
 
+def wait_deferred(s, limit_s=600):
+    """Until no daemon's deferred init is still running (search's index load)."""
+    rid = 5000
+    t0 = time.time()
+    while time.time() - t0 < limit_s:
+        rid += 1
+        st = call(s, rid, "health/status")
+        running = [d["name"] for d in st["daemons"] if d.get("deferred") == "running"]
+        if not running:
+            return time.time() - t0
+        time.sleep(0.05)
+    raise SystemExit(f"deferred init still running after {limit_s} s: {running}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--data", help="data dir to keep (reused if it already holds a database)")
+    ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="dh1m", dir="/tmp")
-    data = os.path.join(tmp, "d")
+    data = args.data or os.path.join(tmp, "d")
     log = open(os.path.join(tmp, "host.log"), "w")
+    primary = os.path.join(data, "data", "primary.sqlite")
+    if os.path.exists(primary):
+        print(f"reusing {primary} ({os.path.getsize(primary) / 1e6:.0f} MB)")
+    else:
+        fill(args, data, log)
+    ok = True
+    for run in range(args.runs):
+        ok = measure(args, data, log, run) and ok
+    return 0 if ok else 1
 
+
+def fill(args, data, log):
     p, s = start(args.binary, data, log)
     wait_ready(s)
     user = call(s, 1, "user/create", {"displayName": "Loader", "type": "human"})
@@ -96,8 +128,11 @@ def main():
     size = os.path.getsize(os.path.join(data, "data", "primary.sqlite"))
     print(f"primary.sqlite: {size / 1e6:.0f} MB")
 
+
+def measure(args, data, log, run):
     p, s = start(args.binary, data, log)
     wait_ready(s)
+    settled = wait_deferred(s)
     startup = call(s, 2, "system/startup")
     host = startup.get("host", {})
     print(json.dumps(host))
@@ -112,9 +147,10 @@ def main():
     first = host.get("first_command_ms", 1e9)
     ready = host.get("all_ready_ms", 1e9)
     ok = first <= 10 and ready <= 100 and worst <= 5
-    print(f"first command {first} ms (<= 10), all READY {ready} ms (<= 100), worst longest poll {worst} ms (<= 5)")
+    print(f"run {run}: first command {first} ms (<= 10), all READY {ready} ms (<= 100), "
+          f"worst longest poll {worst} ms (<= 5), deferred init settled {settled:.1f} s after READY")
     print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

@@ -307,6 +307,24 @@ impl EventBus {
         }))
     }
 
+    /// [`EventBus::publish`] with the data built by `data` only when a subscriber matches:
+    /// publishing to nobody builds nothing (the runtime's own lifecycle events use this, so a
+    /// host nobody watches pays no JSON per transition).
+    pub fn publish_with(
+        &self,
+        topic: &str,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Result<usize, BusError> {
+        validate_topic(topic)?;
+        let mut data = Some(data);
+        Ok(self.dispatch(topic, || {
+            Event(Arc::new(EventInner {
+                topic: topic.to_owned(),
+                data: data.take().map(|f| f()).unwrap_or_default(),
+            }))
+        }))
+    }
+
     /// Publishes a pre-built (already validated) event. Returns how many subscribers queued it.
     pub fn publish_event(&self, event: Event) -> usize {
         let topic = event.0.topic.as_str();

@@ -37,6 +37,12 @@ use crate::service::{ServiceCommand, WorkerService, unknown_command, validation}
 
 /// Inputs smaller than this (bytes of text) are scored inline; larger ones on `spawn_blocking`.
 const INLINE_BYTES: usize = 16 * 1024;
+/// Messages `search/index-add` inserts on the calling task at most (with fewer than
+/// [`INLINE_BYTES`] of text); more go to a blocking thread. Inserting tokenises every message
+/// and may compact the index, so many short messages cost as much as a few long ones: in the
+/// host's fallback a 250-message chunk inserted inline held the search daemon's task for
+/// milliseconds.
+const INLINE_MAX_MESSAGES: usize = 64;
 /// Default and maximum `limit` of `search/messages`.
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest `limit` accepted by `search/messages` (larger values are clamped).
@@ -271,7 +277,8 @@ impl SearchService {
         }
         let size: usize = owned.iter().map(|m| m.2.len()).sum();
         let index = Arc::clone(&self.index);
-        let result = blocking(&self.cpu, size < INLINE_BYTES, move || {
+        let inline = size < INLINE_BYTES && owned.len() <= INLINE_MAX_MESSAGES;
+        let result = blocking(&self.cpu, inline, move || {
             let batch: Vec<NewMessage<'_>> = owned
                 .iter()
                 .map(|(id, room, text, created)| NewMessage {

@@ -171,6 +171,29 @@ fn bus_publish_event_prebuilt() {
     assert!(Event::new("a:*", json!(null)).is_err());
 }
 
+#[test]
+fn bus_publish_with_builds_the_data_only_when_someone_listens() {
+    let bus = bus();
+    let built = std::cell::Cell::new(0);
+    let data = || {
+        built.set(built.get() + 1);
+        json!({"n": 1})
+    };
+    assert_eq!(bus.publish_with("a:b", data).unwrap(), 0);
+    assert_eq!(built.get(), 0, "nobody subscribed: nothing built");
+    let mut s1 = bus.subscribe("a:*").unwrap();
+    let mut s2 = bus.subscribe("a:b").unwrap();
+    assert_eq!(bus.publish_with("a:b", data).unwrap(), 2);
+    assert_eq!(built.get(), 1, "built once for both subscribers");
+    for s in [&mut s1, &mut s2] {
+        match s.try_recv().unwrap() {
+            Delivery::Event(e) => assert_eq!(e.data(), &json!({"n": 1})),
+            Delivery::Lagged { .. } => panic!(),
+        }
+    }
+    assert!(bus.publish_with("a:*", data).is_err());
+}
+
 // ---------------------------------------------------------------- validation
 
 #[test]

@@ -117,15 +117,14 @@ impl<'a> Task<'a> {
     /// `system:daemon:state`: `cause` is the human text (as it always was), `causeKind` the
     /// machine name ([`Cause::kind`]).
     fn publish_state(&self, state: LifecycleState, cause: Option<&Cause>) {
-        let _ = self.rt().bus.publish(
-            "system:daemon:state",
+        let _ = self.rt().bus.publish_with("system:daemon:state", || {
             json!({
                 "daemon": self.name(),
                 "state": state,
                 "cause": cause.map(ToString::to_string),
                 "causeKind": cause.map(Cause::kind),
-            }),
-        );
+            })
+        });
     }
 }
 

@@ -155,11 +155,9 @@ async fn deferred_init<D: Daemon>(t: &Task<'_>, s: &Serving<'_, D>) {
         DeferredState::Done
     };
     lifecycle.set_deferred(state, cause);
-    let report = init_report(s.slot);
-    let _ = t.rt().bus.publish(
-        "system:daemon:init-complete",
-        serde_json::to_value(&report).unwrap_or_default(),
-    );
+    let _ = t.rt().bus.publish_with("system:daemon:init-complete", || {
+        serde_json::to_value(init_report(s.slot)).unwrap_or_default()
+    });
 }
 
 /// Add `by` to a counter that only this daemon's task writes (`in_flight`, `handled`,
