@@ -9,7 +9,9 @@
 #
 # Env: ROUNDS (default 5); PEERS_N (requests per ask scenario, default 200000; every other
 # count scales with it); PEERS_TARGET_DIR (default ${CARGO_TARGET_DIR:-~/.cache/daemonhost-target}/peers);
-# PEERS_OUT (the JSON lines of every run; default a new file under /tmp).
+# PEERS_OUT (the JSON lines of every run; default a new file under /tmp); PEERS_BASE_BIN (a
+# `peers` binary built from another commit: its daemonhost runs too, as `daemonhost-base`, for an
+# A/B of two commits in the same rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,11 @@ ROUNDS="${ROUNDS:-5}"
 TARGET_DIR="${PEERS_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/daemonhost-target}/peers}"
 OUT="${PEERS_OUT:-$(mktemp /tmp/peers-XXXXXX.jsonl)}"
 LIBS=(raw daemonhost ractor kameo actix)
+BASE="${PEERS_BASE_BIN:-}"
+if [[ -n "$BASE" ]]; then
+    [[ -x "$BASE" ]] || { echo "bench_peers: PEERS_BASE_BIN is not an executable: $BASE" >&2; exit 1; }
+    LIBS+=(daemonhost-base)
+fi
 SCENARIOS=(ask-seq ask-pipe ask-fan8 startup15 idle10k)
 
 echo "== build bench/peers (release, target dir $TARGET_DIR)" >&2
@@ -32,7 +39,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
     echo "== round $round/$ROUNDS: ${order[*]}" >&2
     for scenario in "${SCENARIOS[@]}"; do
         for lib in "${order[@]}"; do
-            if line="$(timeout 600 "$bin" "$lib" "$scenario")"; then
+            run=("$bin" "$lib")
+            if [[ "$lib" == daemonhost-base ]]; then run=("$BASE" daemonhost); fi
+            if line="$(timeout 600 "${run[@]}" "$scenario")"; then
+                if [[ "$lib" == daemonhost-base ]]; then
+                    line="${line/\"lib\":\"daemonhost\"/\"lib\":\"daemonhost-base\"}"
+                fi
                 echo "$line" | tee -a "$OUT" >&2
             else
                 echo "!! $lib $scenario failed (exit $?)" >&2

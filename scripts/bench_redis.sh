@@ -14,6 +14,8 @@
 #   REDIS_N    redis-benchmark's request count for every run; default: calibrated per
 #              configuration so that a run takes about DURATION seconds
 #   CARGO_TARGET_DIR  default $HOME/.cache/daemonhost-target (shared with CI)
+#   DAEMONHOST_BIN    run this daemonhost binary instead of building the checkout (for an A/B
+#                     of two commits)
 #
 # What it does: installs redis-server and redis-tools from Debian when redis-server or
 # redis-benchmark is missing, builds daemonhost in release, starts `daemonhost run` in a temp
@@ -63,9 +65,15 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
 fi
 redis-server --version
 
-echo "== daemonhost (release build, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-cargo build --release -p daemonhost
-BIN="$CARGO_TARGET_DIR/release/daemonhost"
+if [[ -n "${DAEMONHOST_BIN:-}" ]]; then
+    [[ -x "$DAEMONHOST_BIN" ]] || die "DAEMONHOST_BIN is not an executable: $DAEMONHOST_BIN"
+    BIN="$DAEMONHOST_BIN"
+    echo "== daemonhost ($BIN, not rebuilt)"
+else
+    echo "== daemonhost (release build, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    cargo build --release -p daemonhost
+    BIN="$CARGO_TARGET_DIR/release/daemonhost"
+fi
 
 tmp="$(mktemp -d -t bench_redis.XXXXXX)"
 dh_pid=""

@@ -11,7 +11,7 @@ import json
 import statistics
 import sys
 
-LIBS = ["raw", "daemonhost", "ractor", "kameo", "actix"]
+LIBS = ["raw", "daemonhost", "daemonhost-base", "ractor", "kameo", "actix"]
 # (scenario, field, column header, decimals)
 COLUMNS = [
     ("ask-seq", "req_s", "ask-seq req/s", 0),

@@ -347,17 +347,26 @@ pin_project! {
 impl<F> PollTimed<F> {
     /// Wrap `inner`.
     pub fn new(inner: F, metrics: Arc<DaemonMetrics>) -> Self {
-        calibrate_poll_clock();
         PollTimed { inner, metrics }
     }
 }
 
 /// The clock that times polls: the CPU's time-stamp counter through `quanta` (two reads cost
 /// about a third of two `clock_gettime` calls, and a daemon's task pays them on every poll).
-/// `quanta` calibrates it against the OS clock once per process, which takes about a
-/// millisecond, so the calibration runs on a thread of its own, started by the first
-/// [`PollTimed`]; until it is done, polls are timed with [`Instant`].
+/// `quanta` calibrates it against the OS clock once per process, which keeps a core busy for
+/// about a millisecond and needs a thread of its own, so it is done only once a thread has timed
+/// [`CALIBRATE_AFTER_POLLS`] polls: a busy runtime gets the cheap clock within milliseconds, and
+/// a starting host (a few thousand polls) never pays for it. Until then polls are timed with
+/// [`Instant`].
 static POLL_CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+
+/// Polls one thread times with [`Instant`] before the poll clock is calibrated.
+const CALIBRATE_AFTER_POLLS: u32 = 50_000;
+
+thread_local! {
+    /// Polls this thread timed with [`Instant`] (counts up to [`CALIBRATE_AFTER_POLLS`]).
+    static UNCALIBRATED_POLLS: Cell<u32> = const { Cell::new(0) };
+}
 
 fn calibrate_poll_clock() {
     static STARTED: std::sync::Once = std::sync::Once::new();
@@ -389,7 +398,13 @@ impl<F: Future> Future for PollTimed<F> {
             None => {
                 let t0 = Instant::now();
                 let out = this.inner.poll(cx);
-                (out, t0.elapsed().as_micros())
+                let us = t0.elapsed().as_micros();
+                let n = UNCALIBRATED_POLLS.get() + 1;
+                UNCALIBRATED_POLLS.set(n);
+                if n == CALIBRATE_AFTER_POLLS {
+                    calibrate_poll_clock();
+                }
+                (out, us)
             }
         };
         this.metrics
@@ -414,6 +429,27 @@ mod tests {
         )
         .await;
         assert!(m.longest_poll_us() >= 20_000, "{}", m.longest_poll_us());
+    }
+
+    #[tokio::test]
+    async fn poll_timed_records_a_blocking_poll_with_the_calibrated_clock_too() {
+        calibrate_poll_clock();
+        let t0 = Instant::now();
+        while POLL_CLOCK.get().is_none() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "never calibrated");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let m = Arc::new(DaemonMetrics::default());
+        PollTimed::new(
+            async {
+                // The blocking call is the thing under measurement.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            },
+            m.clone(),
+        )
+        .await;
+        let us = m.longest_poll_us();
+        assert!((20_000..2_000_000).contains(&us), "{us}");
     }
 
     #[tokio::test]

@@ -686,4 +686,36 @@ mod tests {
         assert!(message_of(&json!({"id": "x", "roomId": "r", "content": "t"})).is_none());
         assert!(message_of(&json!({"id": id, "roomId": "r", "content": {"n": 1}})).is_none());
     }
+
+    #[test]
+    fn a_load_page_is_cut_into_fallback_chunks_and_one_worker_batch() {
+        let rec = |i: usize| {
+            json!({
+                "id": format!("0190f6d0-0000-7000-8000-{i:012}"), "roomId": "r",
+                "content": {"text": format!("message {i}")},
+                "createdAt": "2026-01-01T00:00:00.000Z"
+            })
+        };
+        let mut items: Vec<Value> = (0..FALLBACK_CHUNK * 2 + 7).map(rec).collect();
+        items.push(json!({"id": "not-a-uuid", "roomId": "r", "content": "t"}));
+        let p = prepare_page(&items, true, true);
+        assert_eq!(p.skipped, 1);
+        assert_eq!(p.count, FALLBACK_CHUNK * 2 + 7);
+        let sizes: Vec<usize> = p
+            .fallback
+            .iter()
+            .map(|c| c["messages"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, vec![FALLBACK_CHUNK, FALLBACK_CHUNK, 7]);
+        let worker = p.worker.expect("worker batch");
+        assert_eq!(
+            worker["messages"].as_array().map(Vec::len),
+            Some(FALLBACK_CHUNK * 2 + 7)
+        );
+        let only_worker = prepare_page(&items, false, true);
+        assert!(only_worker.fallback.is_empty() && only_worker.worker.is_some());
+        let nothing = prepare_page(&items[FALLBACK_CHUNK * 2 + 7..], true, true);
+        assert_eq!((nothing.count, nothing.skipped), (0, 1));
+        assert!(nothing.fallback.is_empty() && nothing.worker.is_none());
+    }
 }
