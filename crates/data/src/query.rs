@@ -427,7 +427,28 @@ pub fn decode_cursor(keys: &[OrderKey], cursor: &str) -> Result<Vec<Sql>, DataEr
 }
 
 /// The "strictly after this position" predicate for keyset pagination.
+///
+/// When every key is ascending and no cursor value is NULL it is one row-value comparison,
+/// `(k1, k2, …) > (?, ?, …)`, which SQLite answers by seeking the `(k1, …, id)` index straight to
+/// the position. The expanded form below (`k1 > ? OR (k1 = ? AND …)`) makes SQLite scan from the
+/// first row equal to the cursor's `k1`, so a page deep inside a run of equal `k1` values (rows
+/// written in one batch share `createdAt`) cost time proportional to its depth in the run. The
+/// two mean the same here: NULLs sort first, so no row after a non-NULL position has a NULL
+/// first key, and a row value with a NULL later element compares as not after, exactly where
+/// the order puts it before.
 pub fn cursor_predicate(keys: &[OrderKey], values: &[Sql]) -> Fragment {
+    if !keys.is_empty()
+        && keys.len() == values.len()
+        && keys.iter().all(|k| !k.desc)
+        && values.iter().all(|v| !matches!(v, Sql::Null))
+    {
+        let cols: Vec<String> = keys.iter().map(|k| q(&k.field)).collect();
+        let marks = vec!["?"; keys.len()].join(", ");
+        return Fragment {
+            sql: format!("({}) > ({marks})", cols.join(", ")),
+            params: values.to_vec(),
+        };
+    }
     let mut sql = String::new();
     let mut params: Vec<Sql> = Vec::new();
     for (i, (k, v)) in keys.iter().zip(values).enumerate().rev() {

@@ -436,7 +436,10 @@ mod tests {
         calibrate_poll_clock();
         let t0 = Instant::now();
         while POLL_CLOCK.get().is_none() {
-            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "never calibrated");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "never calibrated"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         let m = Arc::new(DaemonMetrics::default());

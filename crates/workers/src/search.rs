@@ -38,10 +38,11 @@ use crate::service::{ServiceCommand, WorkerService, unknown_command, validation}
 /// Inputs smaller than this (bytes of text) are scored inline; larger ones on `spawn_blocking`.
 const INLINE_BYTES: usize = 16 * 1024;
 /// Messages `search/index-add` inserts on the calling task at most (with fewer than
-/// [`INLINE_BYTES`] of text); more go to a blocking thread. Inserting tokenises every message
-/// and may compact the index, so many short messages cost as much as a few long ones: in the
-/// host's fallback a 250-message chunk inserted inline held the search daemon's task for
-/// milliseconds.
+/// [`INLINE_BYTES`] of text, and only while they fit without eviction); more go to a blocking
+/// thread. Inserting tokenises every message, so many short messages cost as much as a few
+/// long ones, and an add to a full index evicts and may compact all of it: in the host's
+/// fallback (10,000 documents, full after the first pages of a load) such adds held the search
+/// daemon's task for up to 26 ms.
 const INLINE_MAX_MESSAGES: usize = 64;
 /// Default and maximum `limit` of `search/messages`.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -277,7 +278,11 @@ impl SearchService {
         }
         let size: usize = owned.iter().map(|m| m.2.len()).sum();
         let index = Arc::clone(&self.index);
-        let inline = size < INLINE_BYTES && owned.len() <= INLINE_MAX_MESSAGES;
+        // A full index evicts on every add and compacts now and then, which costs as much as
+        // the index is large: never inline then.
+        let inline = size < INLINE_BYTES
+            && owned.len() <= INLINE_MAX_MESSAGES
+            && self.index.read().fits(owned.len());
         let result = blocking(&self.cpu, inline, move || {
             let batch: Vec<NewMessage<'_>> = owned
                 .iter()

@@ -243,6 +243,12 @@ impl MessageIndex {
         self.live
     }
 
+    /// Whether `n` more documents fit under `max_docs`, so adding them evicts nothing (and so
+    /// cannot start a compaction, whose cost depends on the index's size, not on `n`).
+    pub fn fits(&self, n: usize) -> bool {
+        self.live.saturating_add(n) <= self.cfg.max_docs
+    }
+
     /// No live documents.
     pub fn is_empty(&self) -> bool {
         self.live == 0
@@ -742,7 +748,12 @@ mod tests {
                 created_at: i as i64,
             })
             .collect();
+        assert!(
+            ix.fits(100) && !ix.fits(101),
+            "an empty index of 100 takes 100"
+        );
         ix.add_many(&batch[..2500]).expect("add");
+        assert!(!ix.fits(1), "a full index evicts on every add");
         for m in &batch[2500..] {
             ix.add(m.id, m.room_id, m.text, m.created_at).expect("add");
         }
