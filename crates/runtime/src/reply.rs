@@ -69,6 +69,26 @@ impl Cell {
         (Reply { cell: cell.clone() }, Answered { cell })
     }
 
+    /// A cell with no caller and no daemon reply: a deadline the sweeper keeps for some other
+    /// work (a daemon's start attempt). [`Cell::settle`] it when the work ends;
+    /// [`UntilAnswered`] ends the work's future if the sweeper expires it first.
+    pub(crate) fn deadline(deadline: Instant, timeout: Duration) -> Arc<Cell> {
+        Arc::new(Cell {
+            answer: Mutex::new(Answer::Waiting),
+            done: AtomicBool::new(false),
+            caller_gone: AtomicBool::new(true),
+            caller: AtomicWaker::new(),
+            server: AtomicWaker::new(),
+            deadline,
+            timeout,
+        })
+    }
+
+    /// The work behind a [`Cell::deadline`] ended: the sweeper forgets the cell.
+    pub(crate) fn settle(&self) {
+        self.complete(Answer::Ready(Ok(Value::Null)));
+    }
+
     /// Whether the cell has its answer (or was abandoned by the daemon).
     pub(crate) fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)

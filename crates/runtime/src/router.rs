@@ -328,6 +328,11 @@ impl Router {
         }
     }
 
+    /// Have the sweeper keep `cell`'s deadline (a daemon's start attempt; see `sweep.rs`).
+    pub(crate) fn watch_deadline(&self, cell: Arc<Cell>) {
+        self.inner.sweep.watch(cell);
+    }
+
     /// Sweeps the deadline sweeper has run (see `sweep.rs`).
     pub fn deadline_sweeps(&self) -> u64 {
         self.inner.sweep.sweeps()

@@ -1,5 +1,6 @@
 //! The deadline sweeper: one task per router answers `timeout` to every request whose deadline
-//! passes unanswered, queued or in flight, with no timer entry per request (ADR 0011).
+//! passes unanswered, queued or in flight, with no timer entry per request (ADR 0011). It also
+//! keeps the deadlines of daemons' start attempts ([`Sweep::watch`]).
 //!
 //! It sleeps until the earliest deadline it knows of (`hint`), then sweeps every mailbox:
 //! what is past its deadline is answered (a running handler is woken and dropped by its
@@ -22,6 +23,7 @@
 use crate::error::DaemonError;
 use crate::lifecycle::Status;
 use crate::mailbox::Mailbox;
+use crate::reply::Cell;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,6 +49,17 @@ pub(crate) struct Sweep {
     sweeps: AtomicU64,
     /// Every daemon's address and status, in slot order.
     mailboxes: Vec<(Arc<Mailbox>, watch::Receiver<Status>)>,
+    /// Deadlines of work outside any mailbox (daemons' start attempts), see [`Sweep::watch`].
+    extra: Mutex<Extra>,
+}
+
+/// Deadline cells outside the mailboxes. Settled cells are dropped by every sweep and, when the
+/// list reaches `collect_at`, by the next [`Sweep::watch`] (then `collect_at` becomes twice what
+/// is left, at least 64: amortised O(1) per watch, however many daemons start at once).
+#[derive(Debug)]
+struct Extra {
+    cells: Vec<Arc<Cell>>,
+    collect_at: usize,
 }
 
 impl Sweep {
@@ -60,7 +73,27 @@ impl Sweep {
             spawned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sweeps: AtomicU64::new(0),
+            extra: Mutex::new(Extra {
+                cells: Vec::new(),
+                collect_at: 64,
+            }),
         }
+    }
+
+    /// Keep `cell`'s deadline too: at it the sweeper expires the cell with `timeout`, which ends
+    /// an [`UntilAnswered`](crate::reply::UntilAnswered) around the work (a daemon's start uses
+    /// this instead of a tokio timer of its own).
+    pub(crate) fn watch(self: &Arc<Self>, cell: Arc<Cell>) {
+        let deadline = cell.deadline;
+        {
+            let mut x = self.extra.lock();
+            if x.cells.len() >= x.collect_at {
+                x.cells.retain(|c| !c.is_done());
+                x.collect_at = (x.cells.len() * 2).max(64);
+            }
+            x.cells.push(cell);
+        }
+        self.note(deadline);
     }
 
     fn ns(&self, at: Instant) -> u64 {
@@ -159,6 +192,24 @@ fn sweep_all(sweep: &Sweep) {
         for cell in swept.in_flight {
             cell.expire(timeout(cell.timeout.as_millis()));
         }
+    }
+    let mut expired = Vec::new();
+    sweep.extra.lock().cells.retain(|c| {
+        if c.is_done() {
+            false
+        } else if c.deadline <= now {
+            expired.push(c.clone());
+            false
+        } else {
+            next = next.min(sweep.ns(c.deadline));
+            true
+        }
+    });
+    for cell in expired {
+        cell.expire(DaemonError::timeout(format!(
+            "deadline of {} ms passed",
+            cell.timeout.as_millis()
+        )));
     }
     sweep.hint.store(next, Ordering::Release);
     sweep.sweeps.fetch_add(1, Ordering::Relaxed);
