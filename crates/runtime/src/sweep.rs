@@ -47,8 +47,9 @@ pub(crate) struct Sweep {
     closed: AtomicBool,
     /// Sweeps so far (for tests and reports).
     sweeps: AtomicU64,
-    /// Every daemon's address and status, in slot order.
-    mailboxes: Vec<(Arc<Mailbox>, watch::Receiver<Status>)>,
+    /// Every daemon's address and status, in slot order. Emptied by [`Sweep::close`], so a
+    /// dropped router frees its daemons at once, not when the sweeper's task next runs.
+    mailboxes: Mutex<Vec<(Arc<Mailbox>, watch::Receiver<Status>)>>,
     /// Deadlines of work outside any mailbox (daemons' start attempts), see [`Sweep::watch`].
     extra: Mutex<Extra>,
 }
@@ -65,7 +66,7 @@ struct Extra {
 impl Sweep {
     pub(crate) fn new(mailboxes: Vec<(Arc<Mailbox>, watch::Receiver<Status>)>) -> Self {
         Sweep {
-            mailboxes,
+            mailboxes: Mutex::new(mailboxes),
             base: Instant::now(),
             hint: AtomicU64::new(NEVER),
             gate: Mutex::new(()),
@@ -127,9 +128,13 @@ impl Sweep {
         }
     }
 
-    /// The router is going away: the sweeper ends.
+    /// The router is going away: the sweeper ends, and what it held is dropped now (every
+    /// mailbox and status watch, the start deadlines).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        let mailboxes = std::mem::take(&mut *self.mailboxes.lock());
+        let cells = std::mem::take(&mut self.extra.lock().cells);
+        drop((mailboxes, cells));
         self.notify.notify_one();
     }
 
@@ -169,7 +174,8 @@ fn sweep_all(sweep: &Sweep) {
     sweep.hint.store(NEVER, Ordering::Release);
     let now = Instant::now();
     let mut next = NEVER;
-    for (mailbox, status) in &sweep.mailboxes {
+    let mailboxes = sweep.mailboxes.lock();
+    for (mailbox, status) in mailboxes.iter() {
         let swept = mailbox.sweep(now);
         if let Some(n) = swept.next {
             next = next.min(sweep.ns(n));
@@ -193,6 +199,7 @@ fn sweep_all(sweep: &Sweep) {
             cell.expire(timeout(cell.timeout.as_millis()));
         }
     }
+    drop(mailboxes);
     let mut expired = Vec::new();
     sweep.extra.lock().cells.retain(|c| {
         if c.is_done() {
