@@ -675,6 +675,22 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn dropping_the_router_frees_its_mailboxes_at_once_even_with_the_sweeper_running() {
+        let (r, _lcs) = router(vec![DaemonSpec::new("a").prefix("a/")]);
+        // A queued request notes its deadline, which spawns the sweeper.
+        assert_eq!(
+            ask_through(&r, "a/x", Value::Null).await.expect("served"),
+            Value::from("served")
+        );
+        let weak = Arc::downgrade(&r.slots()[0].mailbox);
+        drop(r);
+        assert!(
+            weak.upgrade().is_none(),
+            "the sweeper's task must not keep the daemons alive until it next runs"
+        );
+    }
+
     fn rejected(r: &Router, daemon: &str) -> u64 {
         r.reports()
             .into_iter()
