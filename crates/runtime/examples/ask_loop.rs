@@ -9,11 +9,12 @@
 //! (for a profiler).
 
 use daemonhost_runtime::{
-    BoxError, Context, Daemon, DaemonError, DaemonSpec, Request, RuntimeBuilder, RuntimeConfig,
+    BoxError, Context, Daemon, DaemonError, DaemonSpec, Request, Router, RuntimeBuilder,
+    RuntimeConfig,
 };
 use serde_json::{Value, json};
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 struct Echo;
@@ -36,6 +37,34 @@ fn small() -> Value {
 }
 
 type RawMsg = (Value, oneshot::Sender<Value>);
+
+/// `n` sequential raw round trips (mpsc + oneshot) from one spawned task, timed inside it.
+async fn raw_seq(tx: mpsc::Sender<RawMsg>, v: Value, n: u64) -> Duration {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let (otx, orx) = oneshot::channel();
+            tx.send((v.clone(), otx)).await.expect("send");
+            black_box(orx.await.expect("reply"));
+        }
+        t0.elapsed()
+    })
+    .await
+    .expect("raw")
+}
+
+/// `n` sequential `Router::ask`s from one spawned task, timed inside it.
+async fn daemonhost_seq(router: Router, v: Value, n: u64) -> Duration {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            black_box(router.ask("echo/x", v.clone()).await.expect("ask"));
+        }
+        t0.elapsed()
+    })
+    .await
+    .expect("dh")
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -74,64 +103,19 @@ fn main() {
         });
         let v = small();
         for round in 0..rounds {
+            let rate = |d: Duration| n as f64 / d.as_secs_f64() / 1000.0;
             if only_raw {
-                let (tx2, v2) = (tx.clone(), v.clone());
-                let raw = tokio::spawn(async move {
-                    let t0 = Instant::now();
-                    for _ in 0..n {
-                        let (otx, orx) = oneshot::channel();
-                        tx2.send((v2.clone(), otx)).await.expect("send");
-                        black_box(orx.await.expect("reply"));
-                    }
-                    t0.elapsed()
-                })
-                .await
-                .expect("raw");
-                println!(
-                    "round {round}: seq raw {:.0} k/s",
-                    n as f64 / raw.as_secs_f64() / 1000.0
-                );
+                let raw = raw_seq(tx.clone(), v.clone(), n).await;
+                println!("round {round}: seq raw {:.0} k/s", rate(raw));
                 continue;
             }
             if only_seq {
-                let (r2, v2) = (router.clone(), v.clone());
-                let dh = tokio::spawn(async move {
-                    let t0 = Instant::now();
-                    for _ in 0..n {
-                        black_box(r2.ask("echo/x", v2.clone()).await.expect("ask"));
-                    }
-                    t0.elapsed()
-                })
-                .await
-                .expect("dh");
-                println!(
-                    "round {round}: seq daemonhost {:.0} k/s",
-                    n as f64 / dh.as_secs_f64() / 1000.0
-                );
+                let dh = daemonhost_seq(router.clone(), v.clone(), n).await;
+                println!("round {round}: seq daemonhost {:.0} k/s", rate(dh));
                 continue;
             }
-            let (tx2, v2) = (tx.clone(), v.clone());
-            let raw = tokio::spawn(async move {
-                let t0 = Instant::now();
-                for _ in 0..n {
-                    let (otx, orx) = oneshot::channel();
-                    tx2.send((v2.clone(), otx)).await.expect("send");
-                    black_box(orx.await.expect("reply"));
-                }
-                t0.elapsed()
-            })
-            .await
-            .expect("raw");
-            let (r2, v2) = (router.clone(), v.clone());
-            let dh = tokio::spawn(async move {
-                let t0 = Instant::now();
-                for _ in 0..n {
-                    black_box(r2.ask("echo/x", v2.clone()).await.expect("ask"));
-                }
-                t0.elapsed()
-            })
-            .await
-            .expect("dh");
+            let raw = raw_seq(tx.clone(), v.clone(), n).await;
+            let dh = daemonhost_seq(router.clone(), v.clone(), n).await;
             let (r2, v2) = (router.clone(), v.clone());
             let pipe = tokio::spawn(async move {
                 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -167,7 +151,6 @@ fn main() {
                 h.await.expect("fan");
             }
             let fan = t0.elapsed();
-            let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64() / 1000.0;
             println!(
                 "round {round}: seq raw {:.0} k/s, daemonhost {:.0} k/s ({:.2}x); pipelined 1024 {:.0} k/s; fan-in 8 {:.0} k/s",
                 rate(raw),

@@ -295,16 +295,7 @@ impl EventBus {
     /// whose queue was full are not counted: they get a lag marker instead). After [`close`](Self::close)
     /// this delivers nothing and returns `Ok(0)`.
     pub fn publish(&self, topic: &str, data: serde_json::Value) -> Result<usize, BusError> {
-        validate_topic(topic)?;
-        let mut data = Some(data);
-        // `dispatch` calls this at most once, and only when a subscriber matches: publishing to nobody
-        // allocates nothing.
-        Ok(self.dispatch(topic, || {
-            Event(Arc::new(EventInner {
-                topic: topic.to_owned(),
-                data: data.take().unwrap_or_default(),
-            }))
-        }))
+        self.publish_with(topic, move || data)
     }
 
     /// [`EventBus::publish`] with the data built by `data` only when a subscriber matches:
@@ -317,6 +308,8 @@ impl EventBus {
     ) -> Result<usize, BusError> {
         validate_topic(topic)?;
         let mut data = Some(data);
+        // `dispatch` calls this at most once, and only when a subscriber matches: publishing to
+        // nobody allocates nothing.
         Ok(self.dispatch(topic, || {
             Event(Arc::new(EventInner {
                 topic: topic.to_owned(),
